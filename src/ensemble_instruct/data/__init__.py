@@ -1,0 +1,1 @@
+"""Data files shipped with the package: default seed tasks, instance demos, an evaluation set."""

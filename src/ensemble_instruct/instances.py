@@ -1,0 +1,43 @@
+"""Stage 2: the generator model writes one instance (input and output) for each accepted instruction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from .backends import Backend, GenParams
+from .config import RunConfig
+from .prompts import END, ParsedInstance, build_instance_prompt, parse_instance
+from .records import Demo, Instance, Rejection, Task, derive_seed
+
+
+def instance_params(cfg: RunConfig) -> GenParams:
+    s = cfg.instances.sampling
+    return GenParams(s.temperature, s.top_k, s.top_p, s.max_new_tokens, s.min_new_tokens, stop=("\n\n", END))
+
+
+def generate_instances(tasks: Sequence[Task], backend: Backend, demos: dict[str, list[Demo]],
+                       cfg: RunConfig) -> Iterator[tuple[Task, Instance | Rejection, object]]:
+    """One instance per task, with the completion that made it (for usage figures)."""
+    prompts = [build_instance_prompt(t.type, demos[t.type][: cfg.type_config(t.type).instance_demos], t.instruction)
+               for t in tasks]
+    params = [instance_params(cfg).with_seed(derive_seed(cfg.seed, "instance", t.id)) for t in tasks]
+    for task, done in zip(tasks, backend.generate(prompts, params)):
+        yield task, judge_instance(task, done.text, done.finish_reason, done.error, backend.name, cfg), done
+
+
+def judge_instance(task: Task, text: str, finish_reason: str, error: str | None, model: str,
+                   cfg: RunConfig) -> Instance | Rejection:
+    def reject(reason: str, **detail: object) -> Rejection:
+        return Rejection("instance_parse", task.id, reason, task.type, text, model, detail=dict(detail))
+
+    if error:
+        return reject("backend_error", error=error)
+    if finish_reason == "length":
+        return reject("truncated")
+    parsed = parse_instance(text, task.type)
+    if not isinstance(parsed, ParsedInstance):
+        return reject(parsed)
+    limit = cfg.instances.max_output_chars
+    if limit and len(parsed.output) > limit:
+        return reject("too_long", chars=len(parsed.output))
+    return Instance.new(task, parsed.input, parsed.output, model, text)

@@ -1,0 +1,233 @@
+"""Wires the stages together for each task type, and resumes from the run directory by ID."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any
+
+from . import __version__
+from .backends import Backend
+from .config import MemberConfig, RunConfig
+from .ensemble import select_consensus
+from .errors import UserError
+from .instances import generate_instances
+from .instructions import InstructionPool, Round, generate_round
+from .models import REGISTRY
+from .outputs import generate_outputs
+from .records import Candidate, Demo, Instance, Rejection, SeedTask, Task, task_from_json, to_json, usage_of
+from .seeds import split_by_type
+from .store import RunStore
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+def _no_event(kind: str, data: dict[str, Any]) -> None:
+    pass
+
+
+def restricted(member: MemberConfig) -> bool:
+    if member.restricted_terms is not None:
+        return member.restricted_terms
+    info = REGISTRY.get(member.model)
+    return bool(info and info.restrictive)
+
+
+class Pipeline:
+    """One generation run. Every stage result is looked up in the store before it is computed, so a
+    re-run replays finished work from disk and continues where the last run stopped."""
+
+    def __init__(self, cfg: RunConfig, store: RunStore, backends: dict[str, Backend], seeds: Sequence[SeedTask],
+                 demos: dict[str, list[Demo]], on_event: Event = _no_event) -> None:
+        self.cfg, self.store, self.backends, self.demos = cfg, store, backends, demos
+        self.seeds = split_by_type(list(seeds))
+        self.on_event = on_event
+        self.members = {m.name: m for m in cfg.members}
+        self.restricted = {m.name for m in cfg.members if restricted(m)}
+        self._rounds = {(r["type"], r["round"]): r for r in store.records["instructions"]}
+        self._instances = {r["task_id"]: r for r in store.records["instances"]}
+        self._outputs = {(r["instance_id"], r["member"]): r for r in store.records["outputs"]}
+        self._tasks: dict[str, Task] = {}
+        self._check_counts()
+
+    def _check_counts(self) -> None:
+        for t in self.cfg.types:
+            need = self.cfg.type_config(t).seed_demos + self.cfg.type_config(t).synthetic_demos
+            if len(self.seeds[t]) < need:
+                raise UserError(f"seeds: {len(self.seeds[t])} tasks of type {t}, the prompt needs {need} demos")
+            if len(self.demos[t]) < self.cfg.type_config(t).instance_demos:
+                raise UserError(f"instance demos: {len(self.demos[t])} of type {t}, "
+                                f"instance_demos asks for {self.cfg.type_config(t).instance_demos}")
+        if self.cfg.ensemble and not self.extras_for(self.cfg.members_with("instances")[0].name):
+            raise UserError("members: ensembling needs another member with the 'outputs' role "
+                            "(or run with --no-ensemble)")
+
+    # --- who does what ------------------------------------------------------------------------------
+
+    def writer_for_round(self, round_no: int) -> str:
+        writers = self.cfg.members_with("instructions")
+        return writers[round_no % len(writers)].name
+
+    def instance_writer(self, task: Task) -> str:
+        """The method's generator writes both the instruction and its instance, when it may."""
+        if "instances" in self.members[task.model].roles:
+            return task.model
+        return self.cfg.members_with("instances")[0].name
+
+    def extras_for(self, generator: str) -> list[str]:
+        wanted = self.cfg.consensus.extras
+        return [m.name for m in self.cfg.members_with("outputs") if m.name != generator
+                and (wanted == "all" or (m.kind or _registry_kind(m)) == wanted)]
+
+    # --- the run ------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        pools = {t: InstructionPool(self.cfg.instructions.novelty_threshold) for t in self.cfg.types}
+        for t, pool in pools.items():
+            for seed in self.seeds[t]:
+                pool.add(seed.instruction)
+        synthetic: dict[str, list[Task]] = {t: [] for t in self.cfg.types}
+        kept = {t: 0 for t in self.cfg.types}
+        next_round = {t: 0 for t in self.cfg.types}
+        active = list(self.cfg.types)
+        while active:
+            for t in list(active):
+                target = self.cfg.type_config(t).target
+                cap = self.cfg.instructions.max_attempts or 20 * target
+                if kept[t] >= target or next_round[t] * self.cfg.instructions.batch_size >= cap:
+                    active.remove(t)
+                    self.on_event("type_done", {"type": t, "kept": kept[t], "target": target,
+                                                "stalled": kept[t] < target})
+                    continue
+                tasks = self._instruction_round(t, next_round[t], pools[t], synthetic[t])
+                next_round[t] += 1
+                synthetic[t].extend(tasks)
+                kept[t] += self._finish_tasks(tasks, target - kept[t])
+
+    def _instruction_round(self, t: str, round_no: int, pool: InstructionPool, synthetic: list[Task]) -> list[Task]:
+        stored = self._rounds.get((t, round_no))
+        if stored is None:
+            writer = self.writer_for_round(round_no)
+            result = generate_round(t, round_no, self.seeds[t], synthetic, pool, self.backends[writer], self.cfg)
+            stored = self._save_round(result)
+            tasks = result.tasks
+        else:  # replay: the accepted instructions join the pool in their original order
+            tasks = [task_from_json(x) for x in stored["tasks"]]
+            for task in tasks:
+                pool.add(task.instruction)
+        self._tasks.update((task.id, task) for task in tasks)
+        for r in stored["rejections"]:
+            self.store.add_rejection(r)
+        self.on_event("instructions", {"type": t, "candidates": stored["candidates"], "accepted": len(tasks)})
+        return tasks
+
+    def _save_round(self, result: Round) -> dict[str, Any]:
+        record = asdict(result)
+        record["stage"] = "instructions"
+        self.store.append("instructions", record)
+        return record
+
+    def _finish_tasks(self, tasks: list[Task], room: int) -> int:
+        """Instances, extra outputs and consensus for a round's tasks; returns how many were kept."""
+        instances = self._write_instances(tasks)
+        candidates = self._extra_outputs(instances)
+        kept = 0
+        for inst in instances:
+            if kept >= room:
+                break
+            kept += self._decide(inst, candidates.get(inst.id, []))
+        return kept
+
+    def _write_instances(self, tasks: list[Task]) -> list[Instance]:
+        todo: dict[str, list[Task]] = {}
+        for task in tasks:
+            if task.id not in self._instances:
+                todo.setdefault(self.instance_writer(task), []).append(task)
+        for writer, group in todo.items():
+            for task, result, done in generate_instances(group, self.backends[writer], self.demos, self.cfg):
+                record = {"task_id": task.id, "member": writer, "usage": usage_of([done])}
+                record["instance" if isinstance(result, Instance) else "rejection"] = to_json(result)
+                self.store.append("instances", record)
+                self._instances[task.id] = record
+        out = []
+        for task in tasks:
+            record = self._instances[task.id]
+            if "instance" in record:
+                out.append(Instance(**record["instance"]))
+            else:
+                self.store.add_rejection(record["rejection"])
+        self.on_event("instances", {"done": len(tasks), "valid": len(out)})
+        return out
+
+    def _extra_outputs(self, instances: list[Instance]) -> dict[str, list[Candidate]]:
+        """Every extra member answers its share at the same time as the others (one thread each)."""
+        if not self.cfg.ensemble:
+            return {}
+        jobs: dict[str, list[Instance]] = {}
+        for inst in instances:
+            for member in self.extras_for(inst.model):
+                if (inst.id, member) not in self._outputs:
+                    jobs.setdefault(member, []).append(inst)
+        if jobs:
+            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+                futures = {m: pool.submit(self._answer, m, group) for m, group in jobs.items()}
+                for f in futures.values():
+                    f.result()
+        out: dict[str, list[Candidate]] = {}
+        for inst in instances:
+            extras = self.extras_for(inst.model)
+            out[inst.id] = [Candidate(**{**self._outputs[(inst.id, m)]["candidate"], "index": k})
+                            for k, m in enumerate(extras, start=1)]
+        self.on_event("outputs", {"done": sum(len(g) for g in jobs.values())})
+        return out
+
+    def _answer(self, member: str, group: list[Instance]) -> None:
+        for inst, (cand, done) in zip(group, generate_outputs(group, self.backends[member], self.demos, self.cfg, 0)):
+            record = {"instance_id": inst.id, "member": member, "candidate": to_json(cand), "usage": usage_of([done])}
+            self.store.append("outputs", record)  # appends are serialized by the GIL, one whole line each
+            self._outputs[(inst.id, member)] = record
+
+    def _decide(self, inst: Instance, extras: list[Candidate]) -> int:
+        """Stage 4: keep the consensus answer, or log why the models disagreed."""
+        first = Candidate(0, inst.model, "generator", "few_shot", inst.output)
+        cands = [first, *extras]
+        if not self.cfg.ensemble:
+            self.store.add_kept(self._example(inst, cands, 0, "single", []))
+            return 1
+        verdict = select_consensus([c.text for c in cands], self.cfg.consensus.threshold, self.cfg.consensus.rule)
+        pairwise = [[i, j, round(s, 6)] for i, j, s in verdict.pairwise]
+        if not verdict.kept:
+            self.store.add_rejection(to_json(Rejection(
+                "ensemble", inst.id, verdict.method, inst.type, inst.output, inst.model, verdict.min_score,
+                {"instruction": inst.instruction, "input": inst.input, "candidates": [to_json(c) for c in cands],
+                 "pairwise_rougeL": pairwise, "min_pair": verdict.min_pair})))
+            self.on_event("decided", {"type": inst.type, "kept": False})
+            return 0
+        self.store.add_kept(self._example(inst, cands, verdict.chosen_index, verdict.method, pairwise))
+        self.on_event("decided", {"type": inst.type, "kept": True})
+        return 1
+
+    def _example(self, inst: Instance, cands: list[Candidate], chosen: int, method: str,
+                 pairwise: list) -> dict[str, Any]:
+        task = self._tasks[inst.task_id]
+        authors = {task.model, inst.model, cands[chosen].model}
+        return {
+            "id": inst.id, "type": inst.type, "instruction": inst.instruction, "input": inst.input,
+            "output": cands[chosen].text,
+            "provenance": {
+                "instruction": {"model": task.model, "demo_ids": task.demo_ids, "novelty_max": task.novelty_max,
+                                "nearest": task.nearest, "top_similar": task.top_similar},
+                "instance": {"model": inst.model, "raw_completion": inst.raw_completion},
+                "candidates": [to_json(c) for c in cands],
+                "pairwise_rougeL": pairwise,
+                "selection": {"method": method, "chosen_index": chosen, "chosen_model": cands[chosen].model},
+                "restricted_terms": sorted(authors & self.restricted),
+                "run": {"config_hash": self.cfg.content_hash(), "seed": self.cfg.seed, "version": __version__},
+            },
+        }
+
+
+def _registry_kind(member: MemberConfig) -> str:
+    info = REGISTRY.get(member.model)
+    return info.kind if info else "instruct"

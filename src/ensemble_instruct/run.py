@@ -1,0 +1,95 @@
+"""A generation run end to end: members up, the pipeline with progress bars, exports and a summary."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .backends import Backend, make_backend
+from .config import RunConfig
+from .export import export
+from .pipeline import Pipeline
+from .seeds import load_demos, load_seeds
+from .stats import summarize
+from .store import RunStore
+
+
+def open_members(cfg: RunConfig) -> dict[str, Backend]:
+    backends: dict[str, Backend] = {}
+    try:
+        for member in cfg.members:
+            backends[member.name] = make_backend(member)
+    except BaseException:
+        close_all(backends)
+        raise
+    return backends
+
+
+def close_all(backends: dict[str, Backend]) -> None:
+    for backend in backends.values():
+        backend.close()
+
+
+class ProgressView:
+    """Per-type bars of kept examples, with the counts of every stage and the rate."""
+
+    def __init__(self, cfg: RunConfig, console: Console) -> None:
+        self.counts: Counter = Counter()
+        self.started = time.monotonic()
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=False,
+        )
+        self.bars = {t: self.progress.add_task(f"kept {t}", total=cfg.type_config(t).target, info="")
+                     for t in cfg.types}
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "instructions":
+            self.counts["candidates"] += data["candidates"]
+            self.counts["accepted"] += data["accepted"]
+        elif kind == "instances":
+            self.counts["valid"] += data["valid"]
+        elif kind == "decided":
+            self.counts["decided"] += 1
+            if data["kept"]:
+                self.progress.advance(self.bars[data["type"]])
+        minutes = max(time.monotonic() - self.started, 1e-9) / 60
+        info = (f"instr {self.counts['accepted']}/{self.counts['candidates']} · "
+                f"inst {self.counts['valid']} · decided {self.counts['decided']} · "
+                f"{sum(self.progress.tasks[b].completed for b in self.bars.values()) / minutes:.1f} kept/min")
+        for bar in self.bars.values():
+            self.progress.update(bar, info=info)
+
+
+def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: Console | None = None,
+                   backends: dict[str, Backend] | None = None) -> dict[str, Any]:
+    """Run (or resume) a generation into out_dir and return its summary."""
+    seeds = load_seeds(cfg.seeds)
+    demos = load_demos()
+    store = RunStore(out_dir, cfg, force=force)
+    if console is not None and store.resumed:
+        console.print(f"resuming the run in {out_dir}")
+    own = backends is None
+    backends = backends if backends is not None else open_members(cfg)
+    view = ProgressView(cfg, console) if console is not None else None
+    try:
+        pipeline = Pipeline(cfg, store, backends, seeds, demos, on_event=view or (lambda kind, data: None))
+        if view:
+            with view.progress:
+                pipeline.run()
+        else:
+            pipeline.run()
+    finally:
+        store.close()
+        if own:
+            close_all(backends)
+    export(out_dir, [f for f in cfg.exports if f != "jsonl"])
+    summary = summarize(out_dir)
+    (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,62 @@
+"""Key figures of a run, computed from its directory: the funnel, agreement, wins, tokens and time."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from .store import KEPT, REJECTED, read_jsonl
+
+USAGE_KEYS = ("calls", "prompt_tokens", "completion_tokens", "cached_tokens", "seconds", "faults")
+
+
+def summarize(run_dir: Path) -> dict[str, Any]:
+    """Everything the summary table, `stats` and the HTML report show."""
+    run_dir = Path(run_dir)
+    rounds = list(read_jsonl(run_dir / "stages" / "instructions.jsonl"))
+    instances = list(read_jsonl(run_dir / "stages" / "instances.jsonl"))
+    outputs = list(read_jsonl(run_dir / "stages" / "outputs.jsonl"))
+    kept = list(read_jsonl(run_dir / KEPT))
+    rejected = list(read_jsonl(run_dir / REJECTED))
+
+    funnel: dict[str, dict[str, int]] = defaultdict(Counter)
+    for r in rounds:
+        funnel[r["type"]]["instruction_candidates"] += r["candidates"]
+        funnel[r["type"]]["instructions_accepted"] += len(r["tasks"])
+    for r in instances:
+        if "instance" in r:
+            funnel[r["instance"]["type"]]["instances_valid"] += 1
+    reasons: dict[str, Counter] = defaultdict(Counter)
+    for r in rejected:
+        reasons[r["stage"]][r["reason"]] += 1
+        funnel[r["type"]][f"rejected_{r['stage']}"] += 1
+    wins = Counter(k["provenance"]["selection"]["chosen_model"] for k in kept)
+    methods = Counter(k["provenance"]["selection"]["method"] for k in kept)
+    for k in kept:
+        funnel[k["type"]]["kept"] += 1
+    decided = len(kept) + sum(reasons["ensemble"].values())
+
+    usage: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(lambda: dict.fromkeys(USAGE_KEYS, 0)))
+    for stage, records, member_of in (("instructions", rounds, lambda r: r["writer"]),
+                                      ("instances", instances, lambda r: r["member"]),
+                                      ("outputs", outputs, lambda r: r["member"])):
+        for r in records:
+            slot = usage[stage][member_of(r)]
+            for key in USAGE_KEYS:
+                slot[key] += r["usage"].get(key, 0)
+    prompt = sum(m["prompt_tokens"] for s in usage.values() for m in s.values())
+    cached = sum(m["cached_tokens"] for s in usage.values() for m in s.values())
+    return {
+        "funnel": {t: dict(c) for t, c in sorted(funnel.items())},
+        "rejections": {stage: dict(c.most_common()) for stage, c in reasons.items()},
+        "kept": len(kept),
+        "decided": decided,
+        "agreement_rate": len(kept) / decided if decided else None,
+        "selection_methods": dict(methods),
+        "win_rate": {m: n / len(kept) for m, n in wins.most_common()} if kept else {},
+        "usage": {s: {m: dict(v) for m, v in ms.items()} for s, ms in usage.items()},
+        "prompt_tokens": prompt,
+        "cached_share": cached / prompt if prompt else 0.0,
+        "faults": sum(m["faults"] for s in usage.values() for m in s.values()),
+    }

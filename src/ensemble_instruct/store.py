@@ -1,0 +1,136 @@
+"""The run directory: append-only JSONL per stage, keyed by stable IDs, so a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import __version__
+from .config import RunConfig
+from .errors import UserError
+
+STAGE_FILES = ("instructions", "instances", "outputs")
+KEPT = "data.jsonl"
+REJECTED = "rejected.jsonl"
+
+
+def read_jsonl(path: Path, repair: bool = False) -> Iterator[dict[str, Any]]:
+    """Records of a JSONL file. A last line cut short by a crash is dropped (and cut from the file when
+    repair is set); a bad line anywhere else is corruption and an error naming the line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    complete = lines[:-1]  # everything after the last newline is an unfinished write
+    if lines[-1] and repair:
+        _truncate(path, len(data) - len(lines[-1]))
+    for number, raw in enumerate(complete, start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            if number == len(complete) and repair:  # a torn final write that happened to end in "\n"
+                _truncate(path, len(data) - len(lines[-1]) - len(raw) - 1)
+                return
+            raise UserError(f"{path}:{number}: corrupt record ({err}); move the file away to start over") from None
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+
+
+class RunStore:
+    """One run's output directory. Every write is one whole line, appended and flushed."""
+
+    def __init__(self, root: Path, config: RunConfig, force: bool = False) -> None:
+        self.root = Path(root)
+        self.config = config
+        self._claim(force)
+        self._handles: dict[str, Any] = {}
+        self.records: dict[str, list[dict[str, Any]]] = {
+            name: list(read_jsonl(self._path(name), repair=True)) for name in (*STAGE_FILES, "kept", "rejected")
+        }
+        self.rejection_keys = {(r["stage"], r["item_id"]) for r in self.records["rejected"]}
+        self.kept_ids = {r["id"] for r in self.records["kept"]}
+
+    def _path(self, name: str) -> Path:
+        if name == "kept":
+            return self.root / KEPT
+        if name == "rejected":
+            return self.root / REJECTED
+        return self.root / "stages" / f"{name}.jsonl"
+
+    @property
+    def resumed(self) -> bool:
+        return any(self.records.values())
+
+    def _claim(self, force: bool) -> None:
+        """Refuse a directory written with another configuration: resuming it would mix two data sets."""
+        manifest = self.root / "manifest.json"
+        try:
+            (self.root / "stages").mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"{self.root}: cannot create the output directory ({err.strerror})") from None
+        if manifest.exists() and not force:
+            try:
+                old = json.loads(manifest.read_text())
+            except (OSError, json.JSONDecodeError):
+                raise UserError(f"{manifest}: unreadable; not a run directory of this tool?") from None
+            if old.get("config_hash") != self.config.content_hash():
+                raise UserError(
+                    f"{self.root}: holds a run with another configuration; "
+                    "use another --out, or --force to start over there"
+                )
+        if force:
+            for name in (*STAGE_FILES, "kept", "rejected"):
+                self._path(name).unlink(missing_ok=True)
+        info = {"config_hash": self.config.content_hash(), "version": __version__, "seed": self.config.seed}
+        try:
+            self._write_atomic(manifest, json.dumps(info, indent=2) + "\n")
+            self._write_atomic(self.root / "config.yaml", yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
+        except OSError as err:
+            raise UserError(f"{self.root}: cannot write ({err.strerror})") from None
+
+    @staticmethod
+    def _write_atomic(path: Path, text: str) -> None:
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+
+    def write_file(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_atomic(path, text)
+        return path
+
+    def append(self, name: str, record: dict[str, Any]) -> None:
+        """Append one record as one line; flushed before returning, so a kill loses at most this line."""
+        if name not in self._handles:
+            self._handles[name] = open(self._path(name), "a", encoding="utf-8")
+        fh = self._handles[name]
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        fh.flush()
+        self.records[name].append(record)
+
+    def add_rejection(self, rejection: dict[str, Any]) -> None:
+        key = (rejection["stage"], rejection["item_id"])
+        if key not in self.rejection_keys:
+            self.rejection_keys.add(key)
+            self.append("rejected", rejection)
+
+    def add_kept(self, example: dict[str, Any]) -> None:
+        if example["id"] not in self.kept_ids:
+            self.kept_ids.add(example["id"])
+            self.append("kept", example)
+
+    def close(self) -> None:
+        for fh in self._handles.values():
+            fh.close()
+        self._handles.clear()
