@@ -1,0 +1,87 @@
+"""The consensus rule on the hand-worked cases of the method specification."""
+
+import pytest
+
+from ensemble_instruct.ensemble import normalize, select_consensus
+
+CANBERRA = [
+    "The capital of Australia is Canberra.",
+    "The capital of Australia is Canberra, not Sydney.",
+    "Canberra, not Sydney.",
+]
+
+
+def test_normalize_is_squad_style():
+    assert normalize("  The  Capital,   of AUSTRALIA! ") == "the capital of australia"
+
+
+def test_worked_example_scores():
+    verdict = select_consensus(CANBERRA)
+    scores = {(i, j): s for i, j, s in verdict.pairwise}
+    assert round(scores[0, 1], 3) == 0.857
+    assert round(scores[0, 2], 3) == 0.222
+    assert round(scores[1, 2], 3) == 0.545
+
+
+def test_medoid_and_first_of_best_pair_differ():
+    medoid = select_consensus(CANBERRA, rule="medoid")
+    paper = select_consensus(CANBERRA, rule="first_of_best_pair")
+    assert (medoid.kept, medoid.method, medoid.chosen_index) == (True, "medoid", 1)
+    assert (paper.kept, paper.method, paper.chosen_index) == (True, "first_of_best_pair", 0)
+
+
+def test_exact_match_skips_the_threshold():
+    verdict = select_consensus(["Canberra.", "canberra", "Sydney"])
+    assert (verdict.kept, verdict.method, verdict.chosen_index) == (True, "exact_match", 0)
+
+
+def test_exact_match_between_extras_picks_the_first_extra():
+    verdict = select_consensus(["Sydney", "Canberra", "canberra!"])
+    assert (verdict.method, verdict.chosen_index) == ("exact_match", 1)
+
+
+def test_low_agreement_is_rejected_with_its_pair():
+    verdict = select_consensus(["Canberra", "It is Canberra.", "Sydney"])
+    assert not verdict.kept
+    assert verdict.method == "low_agreement"
+    assert verdict.min_score == 0.0
+    assert verdict.min_pair == (0, 2)
+
+
+def test_two_candidates_keep_the_generator():
+    verdict = select_consensus(["Canberra", "It is Canberra."])
+    assert verdict.kept and verdict.chosen_index == 0
+    assert verdict.pairwise[0][2] == pytest.approx(0.5)
+
+
+def test_threshold_is_strict():
+    # R = 0.5 exactly: kept above a 0.49 threshold, dropped at 0.5
+    assert select_consensus(["Canberra", "It is Canberra."], threshold=0.49).kept
+    assert not select_consensus(["Canberra", "It is Canberra."], threshold=0.5).kept
+
+
+def test_medoid_ties_go_to_the_lowest_index():
+    # all three pairs score the same, so every sum ties
+    verdict = select_consensus(["red apple", "red pear", "red plum"])
+    assert verdict.chosen_index == 0
+    paper = select_consensus(["red apple", "red pear", "red plum"], rule="first_of_best_pair")
+    assert paper.chosen_index == 0
+
+
+def test_empty_candidates_never_match_exactly():
+    verdict = select_consensus(["", "", "Canberra"])
+    assert not verdict.kept and verdict.method == "low_agreement"
+
+
+def test_empty_selected_is_rejected():
+    verdict = select_consensus(["...", "Canberra is big", "Canberra is big!"], threshold=0.0)
+    # "..." normalizes to "" so it cannot match; the extras match each other exactly
+    assert verdict.method == "exact_match" and verdict.chosen_index == 1
+
+
+def test_four_candidates_medoid():
+    cands = ["a b c d", "a b c", "a b", "x y z"]
+    verdict = select_consensus(cands, threshold=0.0)
+    assert not verdict.kept  # "x y z" shares nothing: min 0 is not above 0
+    verdict = select_consensus(cands[:3], threshold=0.0)
+    assert verdict.chosen_index == 1  # "a b c" is closest to both others
