@@ -68,12 +68,20 @@ class SamplingConfig(_Closed):
 
 
 class TypeConfig(_Closed):
-    """Counts of one task type (A needs an input, B does not)."""
+    """Counts of type A (needs an input): the paper's 20 seed + 4 synthetic demos, 18 instance demos."""
 
-    target: int = Field(default=100, ge=0)  # accepted instructions to make
-    seed_demos: int = Field(ge=1)
-    synthetic_demos: int = Field(ge=0)
-    instance_demos: int = Field(ge=1)
+    target: int = Field(default=100, ge=0)  # kept examples to make
+    seed_demos: int = Field(default=20, ge=1)
+    synthetic_demos: int = Field(default=4, ge=0)
+    instance_demos: int = Field(default=18, ge=1)
+
+
+class TypeBConfig(TypeConfig):
+    """Counts of type B (no input): 8 seed + 2 synthetic demos, 15 instance demos."""
+
+    seed_demos: int = Field(default=8, ge=1)
+    synthetic_demos: int = Field(default=2, ge=0)
+    instance_demos: int = Field(default=15, ge=1)
 
 
 class InstructionConfig(_Closed):
@@ -109,8 +117,8 @@ class RunConfig(_Closed):
     seeds: str = "default"  # "default" or a path to a seed JSONL file
     seed: int = 42
     types: list[Literal["A", "B"]] = Field(default_factory=lambda: ["A", "B"])
-    type_a: TypeConfig = TypeConfig(seed_demos=20, synthetic_demos=4, instance_demos=18)
-    type_b: TypeConfig = TypeConfig(seed_demos=8, synthetic_demos=2, instance_demos=15)
+    type_a: TypeConfig = TypeConfig()
+    type_b: TypeBConfig = TypeBConfig()
     instructions: InstructionConfig = InstructionConfig()
     instances: InstanceConfig = InstanceConfig()
     outputs: OutputConfig = OutputConfig()
@@ -162,12 +170,22 @@ def _format_error(source: str, err: ValidationError) -> str:
     return f"{source}: field {where}: {msg}"
 
 
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """update on top of base: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def build_config(data: dict[str, Any], source: str = "configuration") -> RunConfig:
-    """Validate a plain mapping into a RunConfig, with a one-line error naming the field."""
-    data = dict(data)
-    data.setdefault("members", [m.model_dump() for m in default_members()])
+    """Validate a plain mapping, laid over the defaults, into a RunConfig; errors name the field."""
+    defaults = RunConfig(members=default_members()).model_dump(mode="json")
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(_merge(defaults, data))
     except ValidationError as err:
         raise UserError(_format_error(source, err)) from None
 

@@ -28,10 +28,12 @@ __all__ = [
 # The pruning bound 2*overlap/(len_a+len_b) and rouge_score's 2*p*r/(p+r) agree up to a few ulps;
 # this slack keeps every skip sound whatever the rounding.
 _EPS = 1e-9
-_CACHE_SIZE = 1 << 17
+_TEXT_CACHE = 1 << 16  # encoded texts kept per stemming mode
+_STEM_CACHE = 1 << 17  # stemmed words kept
 _MAX_CODEPOINT = 0x10FFFF
 _LCS = LCSseq.similarity
 
+# One process-wide vocabulary (token -> id) so sequences from any call or index compare directly.
 _vocab: dict[str, int] = {}
 _vocab_lock = threading.Lock()
 
@@ -61,7 +63,7 @@ class _CachedStemmer:
     def stem(self, word: str) -> str:
         out = self._memo.get(word)
         if out is None:
-            if len(self._memo) >= _CACHE_SIZE:
+            if len(self._memo) >= _STEM_CACHE:
                 self._memo.clear()
             out = self._memo[word] = self._stemmer.stem(word)
         return out
@@ -72,7 +74,7 @@ class _Encoder:
 
     def __init__(self, stem: bool) -> None:
         self._stemmer = _CachedStemmer() if stem else None
-        self.encode = lru_cache(maxsize=_CACHE_SIZE)(self._encode)
+        self.encode = lru_cache(maxsize=_TEXT_CACHE)(self._encode)
 
     def tokenize(self, text: str) -> list[str]:
         return _rs_tokenize.tokenize(text, self._stemmer)
@@ -123,7 +125,7 @@ def rouge_l(a: str, b: str, stem: bool = True) -> float:
 
 
 def rouge_l_tokens(a: Sequence[str], b: Sequence[str]) -> float:
-    """Rouge-L F-measure of two already tokenised sequences (``rouge_score._score_lcs``)."""
+    """Rouge-L F-measure of two token sequences, compared as given (``rouge_score._score_lcs``)."""
     if not a or not b:
         return 0.0
     seq_a = _as_seq([_token_id(t) for t in a])
@@ -250,7 +252,10 @@ class NoveltyIndex:
         seq, n, entries, bound = self._candidates(text)
         k = max(int(top_k), 1)
         if not with_mean and entries.size > 4 * k + 64:
-            # Score the most promising entries, then every entry whose bound reaches the k-th score so far.
+            # Score the entries with the highest bounds first; the k-th best score among them is a lower
+            # bound on the final k-th best, so only entries whose bound reaches it can still enter the
+            # result (ties included, hence >= and the slack). Scoring them in one batch, unsorted, visits
+            # the same entries as a scan in decreasing-bound order that stops below that score.
             first = np.argpartition(-bound, 4 * k + 63)[: 4 * k + 64]
             scores = self._score(seq, n, entries[first])
             nonzero = scores[scores > 0]
@@ -281,7 +286,8 @@ class NoveltyIndex:
         return NoveltyResult(best, self._keys[best_entry], top, mean, best <= self.threshold)
 
     def is_novel(self, text: str) -> bool:
-        """Decision only: True iff no pool entry scores above the threshold (cheapest check)."""
+        """Decision only: True iff no entry scores above the threshold; scores only entries whose bound
+        exceeds it, so it is the cheapest check."""
         seq, n, entries, bound = self._candidates(text)
         scores = self._score(seq, n, entries[bound + _EPS > self.threshold])
         return float(scores.max(initial=0.0)) <= self.threshold

@@ -24,8 +24,10 @@ _BLOCK = 64
 
 
 class LlamaCppBackend:
-    """A GGUF model in this process. The object lives as long as the run, so the KV cache of the
-    longest prefix shared with the previous prompt is reused: few-shot blocks are read once."""
+    """A GGUF model in this process, living as long as the run. It keeps a few contexts ("slots"),
+    each with the KV cache of its last prompt, and sends every prompt to the slot sharing the longest
+    prefix with it: the few-shot blocks of several prompt families (type A and B instances, say) are
+    each read once. The weights are memory-mapped, so extra slots cost only their KV cache."""
 
     def __init__(
         self,
@@ -34,23 +36,23 @@ class LlamaCppBackend:
         instruction_tuned: bool,
         n_ctx: int = 4096,
         n_threads: int = 1,
+        max_slots: int = 6,
     ) -> None:
-        from llama_cpp import Llama
-
         self.name = name
         self.instruction_tuned = instruction_tuned
         self.model_path = Path(model_path)
-        self._lock = threading.Lock()  # one sequence at a time per model object
-        self._llm = Llama(
-            model_path=str(model_path),
-            n_ctx=n_ctx,
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            n_batch=_BLOCK,
-            verbose=False,
-        )
+        self._settings = {"n_ctx": n_ctx, "n_threads": n_threads, "n_threads_batch": n_threads}
+        self._max_slots = max_slots
+        self._lock = threading.Lock()  # one sequence at a time per model: one core each
+        self._slots = [self._new_slot()]
+        self._llm = self._slots[0]
         self._template = self._llm.metadata.get("tokenizer.chat_template")
         self._eos = self._llm.token_eos()
+
+    def _new_slot(self):
+        from llama_cpp import Llama
+
+        return Llama(model_path=str(self.model_path), n_batch=_BLOCK, verbose=False, **self._settings)
 
     @classmethod
     def from_member(cls, member: MemberConfig) -> LlamaCppBackend:
@@ -84,8 +86,9 @@ class LlamaCppBackend:
                 room = self._llm.n_ctx() - len(tokens)
                 if room < 1:
                     return Completion("", "error", len(tokens), error=f"prompt of {len(tokens)} tokens exceeds the context")
-                cached = self._cached_prefix(tokens)
-                out = self._llm.create_completion(
+                slot = self._pick_slot(tokens)
+                cached = self._cached_prefix(slot, tokens)
+                out = slot.create_completion(
                     tokens,
                     max_tokens=min(params.max_new_tokens, room),
                     temperature=params.temperature,
@@ -112,17 +115,37 @@ class LlamaCppBackend:
             seconds=time.perf_counter() - started,
         )
 
-    def _cached_prefix(self, tokens: list[int]) -> int:
-        """Cut the model's cache back to the last block boundary it shares with tokens; return its length."""
-        done = self._llm._input_ids[: self._llm.n_tokens].tolist()
+    @staticmethod
+    def _shared(slot, tokens: list[int]) -> int:
+        done = slot._input_ids[: slot.n_tokens].tolist()
         shared = 0
         for a, b in zip(done, tokens):
             if a != b:
                 break
             shared += 1
+        return shared
+
+    def _pick_slot(self, tokens: list[int]):
+        """The slot sharing the longest prefix; a new slot when none shares a block and there is room."""
+        best = max(self._slots, key=lambda s: self._shared(s, tokens))
+        if self._shared(best, tokens) < _BLOCK and len(self._slots) < self._max_slots:
+            best = self._new_slot()
+            self._slots.append(best)
+        elif self._shared(best, tokens) < _BLOCK:
+            best = self._slots.pop(0)  # least recently used
+            self._slots.append(best)
+        else:
+            self._slots.remove(best)
+            self._slots.append(best)
+        return best
+
+    @staticmethod
+    def _cached_prefix(slot, tokens: list[int]) -> int:
+        """Cut the slot's cache back to the last block boundary it shares with tokens; return its length."""
+        shared = LlamaCppBackend._shared(slot, tokens)
         # at least the last prompt token is always evaluated, to get fresh logits
         aligned = min(shared, len(tokens) - 1) // _BLOCK * _BLOCK
-        self._llm.n_tokens = min(self._llm.n_tokens, aligned)
+        slot.n_tokens = min(slot.n_tokens, aligned)
         return aligned
 
     def _min_tokens(self, prompt_len: int, min_new: int):
@@ -146,4 +169,5 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         with self._lock:
-            self._llm.close()
+            for slot in self._slots:
+                slot.close()
