@@ -128,15 +128,16 @@ class RunConfig(_Closed):
         default_factory=lambda: ["jsonl", "alpaca", "messages"]
     )
 
-    @model_validator(mode="after")
-    def _check_members(self) -> RunConfig:
-        names = [m.name for m in self.members]
+    @field_validator("members")
+    @classmethod
+    def _check_members(cls, members: list[MemberConfig]) -> list[MemberConfig]:
+        names = [m.name for m in members]
         if len(set(names)) != len(names):
             raise ValueError(f"member names must be unique, got {names}")
         for role in ("instructions", "instances"):
-            if not any(role in m.roles for m in self.members):
+            if not any(role in m.roles for m in members):
                 raise ValueError(f"no member has the role {role!r}")
-        return self
+        return members
 
     def type_config(self, task_type: str) -> TypeConfig:
         return self.type_a if task_type == "A" else self.type_b
@@ -145,8 +146,10 @@ class RunConfig(_Closed):
         return [m for m in self.members if role in m.roles]
 
     def content_hash(self) -> str:
-        """Hash of every setting that changes the data a run makes."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Hash of every setting that changes the data a run makes (not exports, timeouts or limits)."""
+        transport = {"timeout_s", "max_retries", "max_concurrency", "api_key_env", "base_urls"}
+        data = self.model_dump(mode="json", exclude={"exports": True, "members": {"__all__": transport}})
+        blob = json.dumps(data, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -162,7 +165,7 @@ def default_members() -> list[MemberConfig]:
 def _format_error(source: str, err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "literal_error":
         msg = f"must be one of {first['ctx']['expected']}"
     elif first["type"] == "extra_forbidden":
@@ -209,9 +212,12 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> R
         if loaded is not None and not isinstance(loaded, dict):
             raise UserError(f"{path}: the top level must be a mapping of fields")
         data = loaded or {}
-    for dotted, value in (overrides or {}).items():
+        build_config(data, source)  # so that an error in the file is blamed on the file
+    if not overrides:
+        return build_config(data, source)
+    for dotted, value in overrides.items():
         _set_dotted(data, dotted, value)
-    return build_config(data, source)
+    return build_config(data, "command-line options")
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

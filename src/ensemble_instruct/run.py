@@ -72,11 +72,17 @@ def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: 
     """Run (or resume) a generation into out_dir and return its summary."""
     seeds = load_seeds(cfg.seeds)
     demos = load_demos()
-    store = RunStore(out_dir, cfg, force=force)
-    if console is not None and store.resumed:
-        console.print(f"resuming the run in {out_dir}")
+    RunStore.check(out_dir, cfg, force)
     own = backends is None
     backends = backends if backends is not None else open_members(cfg)
+    try:
+        store = RunStore(out_dir, cfg, force=force)
+    except BaseException:
+        if own:
+            close_all(backends)
+        raise
+    if console is not None and store.resumed:
+        console.print(f"resuming the run in {out_dir}")
     view = ProgressView(cfg, console) if console is not None else None
     try:
         pipeline = Pipeline(cfg, store, backends, seeds, demos, on_event=view or (lambda kind, data: None))

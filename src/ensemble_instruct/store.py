@@ -71,30 +71,35 @@ class RunStore:
     def resumed(self) -> bool:
         return any(self.records.values())
 
+    @staticmethod
+    def check(root: Path, config: RunConfig, force: bool = False) -> None:
+        """Refuse, before anything is written, a directory holding a run of another configuration:
+        resuming it would mix two data sets."""
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise UserError(f"{root}: exists and is not a directory")
+        manifest = root / "manifest.json"
+        if force or not manifest.exists():
+            return
+        try:
+            old = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise UserError(f"{manifest}: unreadable; not a run directory of this tool?") from None
+        if old.get("config_hash") != config.content_hash():
+            raise UserError(f"{root}: holds a run with another configuration; "
+                            "use another --out, or --force to start over there")
+
     def _claim(self, force: bool) -> None:
-        """Refuse a directory written with another configuration: resuming it would mix two data sets."""
-        manifest = self.root / "manifest.json"
+        self.check(self.root, self.config, force)
         try:
             (self.root / "stages").mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UserError(f"{self.root}: cannot create the output directory ({err.strerror})") from None
-        if manifest.exists() and not force:
-            try:
-                old = json.loads(manifest.read_text())
-            except (OSError, json.JSONDecodeError):
-                raise UserError(f"{manifest}: unreadable; not a run directory of this tool?") from None
-            if old.get("config_hash") != self.config.content_hash():
-                raise UserError(
-                    f"{self.root}: holds a run with another configuration; "
-                    "use another --out, or --force to start over there"
-                )
-        if force:
-            for name in (*STAGE_FILES, "kept", "rejected"):
-                self._path(name).unlink(missing_ok=True)
-        info = {"config_hash": self.config.content_hash(), "version": __version__, "seed": self.config.seed}
-        try:
-            self._write_atomic(manifest, json.dumps(info, indent=2) + "\n")
-            self._write_atomic(self.root / "config.yaml", yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
+            if force:
+                for name in (*STAGE_FILES, "kept", "rejected"):
+                    self._path(name).unlink(missing_ok=True)
+            info = {"config_hash": self.config.content_hash(), "version": __version__, "seed": self.config.seed}
+            self._write_atomic(self.root / "manifest.json", json.dumps(info, indent=2) + "\n")
+            dump = yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
+            self._write_atomic(self.root / "config.yaml", dump)
         except OSError as err:
             raise UserError(f"{self.root}: cannot write ({err.strerror})") from None
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import UserError
 from . import Completion, GenParams, Message, Prompt, cut_at_stop, params_for
 
 if TYPE_CHECKING:
@@ -21,6 +22,22 @@ if TYPE_CHECKING:
 # whatever the cache held before, so a prompt gives the same logits in any call order: a resumed run
 # makes the same data as an uninterrupted one.
 _BLOCK = 64
+_quiet_callback = None
+# llama-cpp-python swaps sys.stdout and sys.stderr while it loads a model; two loads at once in two
+# threads would leave them swapped for good, so loads take turns.
+_loading = threading.Lock()
+
+
+def _silence_llama_log() -> None:
+    """llama.cpp logs model loading to stderr even with verbose=False; the progress bars need it quiet."""
+    global _quiet_callback
+    if _quiet_callback is None:
+        import ctypes
+
+        import llama_cpp
+
+        _quiet_callback = llama_cpp.llama_log_callback(lambda level, text, data: None)
+        llama_cpp.llama_log_set(_quiet_callback, ctypes.c_void_p(0))
 
 
 class LlamaCppBackend:
@@ -43,6 +60,7 @@ class LlamaCppBackend:
         self.model_path = Path(model_path)
         self._settings = {"n_ctx": n_ctx, "n_threads": n_threads, "n_threads_batch": n_threads}
         self._max_slots = max_slots
+        _silence_llama_log()
         self._lock = threading.Lock()  # one sequence at a time per model: one core each
         self._slots = [self._new_slot()]
         self._llm = self._slots[0]
@@ -52,7 +70,11 @@ class LlamaCppBackend:
     def _new_slot(self):
         from llama_cpp import Llama
 
-        return Llama(model_path=str(self.model_path), n_batch=_BLOCK, verbose=False, **self._settings)
+        with _loading:
+            try:
+                return Llama(model_path=str(self.model_path), n_batch=_BLOCK, verbose=False, **self._settings)
+            except ValueError:
+                raise UserError(f"{self.model_path}: cannot load the model (truncated or corrupt GGUF?)") from None
 
     @classmethod
     def from_member(cls, member: MemberConfig) -> LlamaCppBackend:

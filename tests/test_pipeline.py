@@ -1,0 +1,164 @@
+"""The pipeline's logic with scripted models: funnel, provenance, modes and resume after a crash."""
+
+import json
+import random
+
+import pytest
+
+from ensemble_instruct.backends.scripted import ScriptedBackend
+from ensemble_instruct.config import build_config
+from ensemble_instruct.prompts import INSTRUCTION_HEADER
+from ensemble_instruct.run import run_generation
+from ensemble_instruct.store import read_jsonl
+
+VERBS = ["Describe", "Compare", "Summarize", "Rank", "Explain", "Critique", "Classify", "Translate"]
+NOUNS = ["rivers", "violins", "tax rules", "sourdough", "comets", "elections", "bridges", "sonnets", "fungi"]
+
+
+def writer(prompt, params):
+    """Instructions from the sampling seed; instances echo the instruction, so they are checkable."""
+    if isinstance(prompt, str) and prompt.startswith(INSTRUCTION_HEADER):
+        rng = random.Random(params.seed)
+        if rng.random() < 0.1:
+            return " Draw a picture of a cat please. "  # the keyword filter drops it
+        return f" {rng.choice(VERBS)} {rng.choice(NOUNS)} for a {rng.randint(5, 80)} year old reader. "
+    instruction = prompt.rsplit("instruction: ", 1)[1].splitlines()[0]
+    if "input:" in prompt:
+        return f"input: text about {instruction[:20]}\noutput: answer to {instruction}\n|EoS|"
+    return f"output: answer to {instruction}\n|EoS|"
+
+
+def agreeing(prompt, params):
+    text = prompt[-1]["content"] if isinstance(prompt, list) else prompt
+    return "Answer to " + text.splitlines()[0]
+
+
+def disagreeing(prompt, params):
+    return "something else entirely"
+
+
+def config(**overrides):
+    members = [
+        {"name": "gen", "backend": "scripted", "model": "script", "roles": ["instructions", "instances"]},
+        {"name": "ok", "backend": "scripted", "model": "script", "roles": ["outputs"]},
+        {"name": "odd", "backend": "scripted", "model": "script", "roles": ["outputs"], "kind": "base"},
+    ]
+    data = {"members": members, "type_a": {"target": 6}, "type_b": {"target": 4},
+            "instructions": {"batch_size": 3}, "exports": ["jsonl", "alpaca", "messages"]}
+    return build_config({**data, **overrides})
+
+
+def backends(odd=disagreeing, fail_after=None):
+    calls = {"n": 0}
+
+    def counted(fn):
+        def reply(prompt, params):
+            calls["n"] += 1
+            if fail_after is not None and calls["n"] > fail_after:
+                raise KeyboardInterrupt  # a crash in the middle of a stage
+            return fn(prompt, params)
+        return reply
+
+    return {"gen": ScriptedBackend([counted(writer)], "gen"),
+            "ok": ScriptedBackend([counted(agreeing)], "ok"),
+            "odd": ScriptedBackend([counted(odd)], "odd", instruction_tuned=False)}
+
+
+def kept(run_dir):
+    return list(read_jsonl(run_dir / "data.jsonl"))
+
+
+def test_run_meets_targets_with_full_provenance(tmp_path):
+    summary = run_generation(config(), tmp_path, backends=backends(odd=agreeing))
+    rows = kept(tmp_path)
+    assert sorted(r["type"] for r in rows) == ["A"] * 6 + ["B"] * 4
+    for row in rows:
+        prov = row["provenance"]
+        assert row["output"] == "answer to " + row["instruction"]
+        assert (row["input"] != "") == (row["type"] == "A")
+        assert [c["model"] for c in prov["candidates"]] == ["gen", "ok", "odd"]
+        assert [c["prompt_mode"] for c in prov["candidates"]] == ["few_shot", "zero_shot", "few_shot"]
+        assert prov["selection"]["method"] == "exact_match"
+        assert prov["instruction"]["model"] == "gen" and len(prov["instruction"]["demo_ids"]) in (24, 10)
+        assert prov["instruction"]["novelty_max"] <= 0.7
+        assert prov["run"]["config_hash"] == config().content_hash()
+    assert summary["agreement_rate"] == 1.0
+    assert len({r["id"] for r in rows}) == len(rows)
+    alpaca = json.loads((tmp_path / "export" / "alpaca.json").read_text())
+    assert alpaca[0] == {k: rows[0][k] for k in ("instruction", "input", "output")}
+
+
+def test_every_drop_is_logged_with_its_reason(tmp_path):
+    summary = run_generation(config(), tmp_path, backends=backends())
+    rejected = list(read_jsonl(tmp_path / "rejected.jsonl"))
+    reasons = {(r["stage"], r["reason"]) for r in rejected}
+    assert ("instruction_filter", "keyword:draw") in reasons or ("instruction_filter", "keyword:picture") in reasons
+    assert ("novelty", "rouge_l_above_threshold") in reasons
+    novelty = next(r for r in rejected if r["stage"] == "novelty")
+    assert novelty["score"] > 0.7 and novelty["detail"]["nearest"]
+    assert summary["funnel"]["A"]["instructions_accepted"] >= 6
+
+
+def test_exact_match_of_two_outvotes_a_dissenter(tmp_path):
+    run_generation(config(), tmp_path, backends=backends(odd=disagreeing))
+    rows = kept(tmp_path)
+    assert len(rows) == 10
+    assert all(r["provenance"]["selection"]["method"] == "exact_match" for r in rows)
+
+
+def paraphrasing(prompt, params):
+    return "Here is my answer to " + agreeing(prompt, params)[len("Answer to "):]
+
+
+def test_a_dissenter_sinks_an_example_without_exact_agreement(tmp_path):
+    crew = backends(odd=disagreeing)
+    crew["ok"] = ScriptedBackend([paraphrasing], "ok")
+    run_generation(config(), tmp_path, backends=crew)
+    # "odd" shares no word with the others: its pairs score 0, not above the 0.01 threshold
+    assert kept(tmp_path) == []
+    rejected = [r for r in read_jsonl(tmp_path / "rejected.jsonl") if r["stage"] == "ensemble"]
+    assert rejected and all(r["reason"] == "low_agreement" and r["score"] == 0.0 for r in rejected)
+    assert all(len(r["detail"]["candidates"]) == 3 for r in rejected)
+
+
+def test_without_the_dissenter_the_medoid_is_kept(tmp_path):
+    cfg = config(members=[
+        {"name": "gen", "backend": "scripted", "model": "script", "roles": ["instructions", "instances"]},
+        {"name": "ok", "backend": "scripted", "model": "script", "roles": ["outputs"]},
+    ])
+    run_generation(cfg, tmp_path, backends={"gen": ScriptedBackend([writer], "gen"),
+                                              "ok": ScriptedBackend([paraphrasing], "ok")})
+    rows = kept(tmp_path)
+    assert rows and all(r["provenance"]["selection"]["chosen_index"] == 0 for r in rows)  # k = 2: the generator
+    assert all(0.01 < r["provenance"]["pairwise_rougeL"][0][2] < 1 for r in rows)
+
+
+def test_no_ensemble_keeps_the_single_output(tmp_path):
+    run_generation(config(ensemble=False), tmp_path, backends=backends(odd=disagreeing))
+    rows = kept(tmp_path)
+    assert len(rows) == 10
+    assert all(r["provenance"]["selection"]["method"] == "single" for r in rows)
+    assert all(len(r["provenance"]["candidates"]) == 1 for r in rows)
+
+
+@pytest.mark.parametrize("share", [0.02, 0.3, 0.6, 0.95])
+def test_a_crashed_run_resumes_to_the_same_data(tmp_path, share):
+    whole = tmp_path / "whole"
+    crew = backends(odd=agreeing)
+    run_generation(config(), whole, backends=crew)
+    fail_after = int(share * sum(len(b.prompts) for b in crew.values()))
+    broken = tmp_path / "broken"
+    with pytest.raises(KeyboardInterrupt):
+        run_generation(config(), broken, backends=backends(odd=agreeing, fail_after=fail_after))
+    run_generation(config(), broken, backends=backends(odd=agreeing))
+    assert kept(broken) == kept(whole)
+    for name in ("rejected.jsonl", "stages/instructions.jsonl", "stages/instances.jsonl"):
+        assert list(read_jsonl(broken / name)) == list(read_jsonl(whole / name)), name
+
+
+def test_another_configuration_cannot_reuse_the_directory(tmp_path):
+    from ensemble_instruct.errors import UserError
+
+    run_generation(config(), tmp_path, backends=backends(odd=agreeing))
+    with pytest.raises(UserError, match="another configuration"):
+        run_generation(config(seed=7), tmp_path, backends=backends(odd=agreeing))
