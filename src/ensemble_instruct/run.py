@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .backends import Backend, make_backend
 from .config import RunConfig
+from .errors import UserError
 from .export import export
 from .pipeline import Pipeline
 from .seeds import load_demos, load_seeds
@@ -25,6 +26,8 @@ def open_members(cfg: RunConfig) -> dict[str, Backend]:
     try:
         for member in cfg.members:
             backends[member.name] = make_backend(member)
+            if check := getattr(backends[member.name], "check", None):
+                check()  # a server that is down fails the run now, not after every prompt's retries
     except BaseException:
         close_all(backends)
         raise
@@ -70,6 +73,8 @@ class ProgressView:
 def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: Console | None = None,
                    backends: dict[str, Backend] | None = None) -> dict[str, Any]:
     """Run (or resume) a generation into out_dir and return its summary."""
+    if cfg.method != "ensemble-instruct":
+        raise UserError(f"method {cfg.method!r} is not available yet; use --method ensemble-instruct")
     seeds = load_seeds(cfg.seeds)
     demos = load_demos()
     RunStore.check(out_dir, cfg, force)

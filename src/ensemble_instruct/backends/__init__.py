@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol, Union
 
+from ..errors import UserError
+
 if TYPE_CHECKING:
     from ..config import MemberConfig
 
@@ -59,8 +61,8 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class BackendError(Exception):
-    """A backend that cannot start at all (missing file, bad server address)."""
+class BackendError(UserError):
+    """A backend that cannot start at all (missing file, bad server address, unset API key)."""
 
 
 def params_for(prompts: Sequence[Prompt], params: GenParams | Sequence[GenParams]) -> list[GenParams]:
