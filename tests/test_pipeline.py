@@ -162,3 +162,16 @@ def test_another_configuration_cannot_reuse_the_directory(tmp_path):
     run_generation(config(), tmp_path, backends=backends(odd=agreeing))
     with pytest.raises(UserError, match="another configuration"):
         run_generation(config(seed=7), tmp_path, backends=backends(odd=agreeing))
+
+
+def test_instance_judgement():
+    from ensemble_instruct.instances import judge_instance
+    from ensemble_instruct.records import Task
+
+    task = Task.new("A", "Fix the spelling.", model="gen", demo_ids=[], novelty_max=0.1, nearest=None, top_similar=[])
+    cfg = config()
+    assert judge_instance(task, "input: teh cat\noutput: the cat", "stop", None, "gen", cfg).output == "the cat"
+    assert judge_instance(task, "input: The cat.\noutput: the cat", "stop", None, "gen", cfg).reason == \
+        "output_copies_input"
+    assert judge_instance(task, "input: a\noutput: b", "length", None, "gen", cfg).reason == "truncated"
+    assert judge_instance(task, "", "error", "boom", "gen", cfg).reason == "backend_error"

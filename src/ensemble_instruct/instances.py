@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 
 from .backends import Backend, GenParams
 from .config import RunConfig
+from .ensemble import normalize
 from .prompts import END, ParsedInstance, build_instance_prompt, parse_instance
 from .records import Demo, Instance, Rejection, Task, derive_seed
 
@@ -37,6 +38,8 @@ def judge_instance(task: Task, text: str, finish_reason: str, error: str | None,
     parsed = parse_instance(text, task.type)
     if not isinstance(parsed, ParsedInstance):
         return reject(parsed)
+    if task.type == "A" and normalize(parsed.output) == normalize(parsed.input):
+        return reject("output_copies_input")  # small models often echo the input; it teaches nothing
     limit = cfg.instances.max_output_chars
     if limit and len(parsed.output) > limit:
         return reject("too_long", chars=len(parsed.output))
