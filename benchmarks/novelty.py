@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         agree += ok
         checked += m
 
-    print(f"\nreference (RougeScorer.score against every pooled instruction) on sampled candidates, "
-          f"same pool state:")
+    print("\nreference (RougeScorer.score against every pooled instruction) on sampled candidates, "
+          "same pool state:")
     print(f"{'pool size':>10} {'samples':>8} {'agree':>6} {'reference ms':>13} {'ours ms':>9} {'speedup':>9}")
     for r in ref_rows:
         print(f"{round(r['mean_pool_seen']):>10,} {r['samples']:>8} {r['agree']:>6} "

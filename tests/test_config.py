@@ -1,6 +1,7 @@
 """The run configuration: the paper's defaults, nested overrides, and one-line errors naming file and field."""
 
 import pytest
+from pydantic import ValidationError
 import yaml
 
 from ensemble_instruct.config import RunConfig, build_config, default_members, load_config
@@ -91,7 +92,7 @@ def test_overrides_without_a_file():
 
 def test_config_is_frozen():
     cfg = load_config(None)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.seed = 3  # type: ignore[misc]
 
 

@@ -77,27 +77,24 @@ def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: 
         raise UserError(f"method {cfg.method!r} is not available yet; use --method ensemble-instruct")
     seeds = load_seeds(cfg.seeds)
     demos = load_demos()
-    RunStore.check(out_dir, cfg, force)
+    RunStore.check(out_dir, cfg, force)  # before loading models: a refused directory fails at once
     own = backends is None
     backends = backends if backends is not None else open_members(cfg)
     try:
         store = RunStore(out_dir, cfg, force=force)
-    except BaseException:
-        if own:
-            close_all(backends)
-        raise
-    if console is not None and store.resumed:
-        console.print(f"resuming the run in {out_dir}")
-    view = ProgressView(cfg, console) if console is not None else None
-    try:
-        pipeline = Pipeline(cfg, store, backends, seeds, demos, on_event=view or (lambda kind, data: None))
-        if view:
-            with view.progress:
+        try:
+            if console is not None and store.resumed:
+                console.print(f"resuming the run in {out_dir}")
+            view = ProgressView(cfg, console) if console is not None else None
+            pipeline = Pipeline(cfg, store, backends, seeds, demos, on_event=view or (lambda kind, data: None))
+            if view:
+                with view.progress:
+                    pipeline.run()
+            else:
                 pipeline.run()
-        else:
-            pipeline.run()
+        finally:
+            store.close()
     finally:
-        store.close()
         if own:
             close_all(backends)
     export(out_dir, [f for f in cfg.exports if f != "jsonl"])

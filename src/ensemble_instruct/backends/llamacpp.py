@@ -6,12 +6,12 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import UserError
-from . import Completion, GenParams, Message, Prompt, cut_at_stop, params_for
+from . import Completion, GenParams, Prompt, cut_at_stop, params_for
 
 if TYPE_CHECKING:
     from ..config import MemberConfig
@@ -108,8 +108,8 @@ class LlamaCppBackend:
                 room = self._llm.n_ctx() - len(tokens)
                 if room < 1:
                     return Completion("", "error", len(tokens), error=f"prompt of {len(tokens)} tokens exceeds the context")
-                slot = self._pick_slot(tokens)
-                cached = self._cached_prefix(slot, tokens)
+                slot, shared = self._pick_slot(tokens)
+                cached = self._cut_to_block(slot, shared, len(tokens))
                 out = slot.create_completion(
                     tokens,
                     max_tokens=min(params.max_new_tokens, room),
@@ -138,7 +138,7 @@ class LlamaCppBackend:
         )
 
     @staticmethod
-    def _shared(slot, tokens: list[int]) -> int:
+    def _shared(slot: Any, tokens: list[int]) -> int:
         done = slot._input_ids[: slot.n_tokens].tolist()
         shared = 0
         for a, b in zip(done, tokens):
@@ -147,26 +147,26 @@ class LlamaCppBackend:
             shared += 1
         return shared
 
-    def _pick_slot(self, tokens: list[int]):
-        """The slot sharing the longest prefix; a new slot when none shares a block and there is room."""
-        best = max(self._slots, key=lambda s: self._shared(s, tokens))
-        if self._shared(best, tokens) < _BLOCK and len(self._slots) < self._max_slots:
-            best = self._new_slot()
-            self._slots.append(best)
-        elif self._shared(best, tokens) < _BLOCK:
-            best = self._slots.pop(0)  # least recently used
-            self._slots.append(best)
-        else:
+    def _pick_slot(self, tokens: list[int]) -> tuple[Any, int]:
+        """The slot sharing the longest prefix, and that length; a fresh slot when none shares a block
+        (a new one while there is room, else the least recently used). Used slots move to the end."""
+        shared = {id(slot): self._shared(slot, tokens) for slot in self._slots}
+        best = max(self._slots, key=lambda slot: shared[id(slot)])
+        if shared[id(best)] >= _BLOCK:
             self._slots.remove(best)
-            self._slots.append(best)
-        return best
+        elif len(self._slots) < self._max_slots:
+            best = self._new_slot()
+            shared[id(best)] = 0
+        else:
+            best = self._slots.pop(0)
+        self._slots.append(best)
+        return best, shared[id(best)]
 
     @staticmethod
-    def _cached_prefix(slot, tokens: list[int]) -> int:
-        """Cut the slot's cache back to the last block boundary it shares with tokens; return its length."""
-        shared = LlamaCppBackend._shared(slot, tokens)
+    def _cut_to_block(slot: Any, shared: int, prompt_len: int) -> int:
+        """Cut the slot's cache back to the last block boundary within the shared prefix; return its length."""
         # at least the last prompt token is always evaluated, to get fresh logits
-        aligned = min(shared, len(tokens) - 1) // _BLOCK * _BLOCK
+        aligned = min(shared, prompt_len - 1) // _BLOCK * _BLOCK
         slot.n_tokens = min(slot.n_tokens, aligned)
         return aligned
 
