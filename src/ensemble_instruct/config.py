@@ -109,6 +109,25 @@ class EnsembleConfig(_Closed):
     extras: Literal["all", "instruct", "base"] = "all"
 
 
+class PenalizedSampling(SamplingConfig):
+    """Decoding with OpenAI's presence penalty, which the Self-Instruct recipe uses."""
+
+    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
+
+
+class SelfInstructConfig(_Closed):
+    """The Self-Instruct baseline (--method self-instruct): its own demo counts and decoding."""
+
+    seed_demos: int = Field(default=6, ge=1)
+    synthetic_demos: int = Field(default=2, ge=0)
+    instructions: PenalizedSampling = PenalizedSampling(temperature=0.7, top_k=0, top_p=0.5, max_new_tokens=1024,
+                                                        presence_penalty=2.0)
+    instances: PenalizedSampling = PenalizedSampling(temperature=0, top_k=0, max_new_tokens=350,
+                                                     presence_penalty=1.5)
+    classification_max_new_tokens: int = Field(default=300, ge=1)
+    max_instances: int = Field(default=5, ge=1)  # per instruction
+
+
 class RunConfig(_Closed):
     """Everything that decides what a run makes."""
 
@@ -123,6 +142,7 @@ class RunConfig(_Closed):
     instances: InstanceConfig = InstanceConfig()
     outputs: OutputConfig = OutputConfig()
     consensus: EnsembleConfig = EnsembleConfig()
+    self_instruct: SelfInstructConfig = SelfInstructConfig()
     members: list[MemberConfig] = Field(min_length=1)
     exports: list[Literal["jsonl", "parquet", "hf", "alpaca", "messages"]] = Field(
         default_factory=lambda: ["jsonl", "alpaca", "messages"]
@@ -145,10 +165,17 @@ class RunConfig(_Closed):
     def members_with(self, role: str) -> list[MemberConfig]:
         return [m for m in self.members if role in m.roles]
 
+    def target(self) -> int:
+        """Kept examples to make in all: the per-type targets of the selected types."""
+        return sum(self.type_config(t).target for t in self.types)
+
     def content_hash(self) -> str:
         """Hash of every setting that changes the data a run makes (not exports, timeouts or limits)."""
         transport = {"timeout_s", "max_retries", "max_concurrency", "api_key_env", "base_urls"}
-        data = self.model_dump(mode="json", exclude={"exports": True, "members": {"__all__": transport}})
+        exclude: dict[str, Any] = {"exports": True, "members": {"__all__": transport}}
+        if self.method == "ensemble-instruct":
+            exclude["self_instruct"] = True  # unused, so a change to it must not refuse a resume
+        data = self.model_dump(mode="json", exclude=exclude)
         blob = json.dumps(data, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .backends import Backend, GenParams
+from .backends import Backend, Completion, GenParams
 from .config import RunConfig
 from .filters import check_instruction
 from .prompts import END, build_instruction_prompt, parse_instructions
@@ -40,14 +40,13 @@ class InstructionPool:
         self.index.add(text)
 
 
-def sample_demos(task_type: str, round_no: int, seeds: Sequence[SeedTask], synthetic: Sequence[Task],
-                 cfg: RunConfig) -> list[SeedTask | Task]:
+def sample_demos(seeds: Sequence[SeedTask], synthetic: Sequence[Task], n_seed: int, n_synthetic: int,
+                 rng_seed: int) -> list[SeedTask | Task]:
     """Seed demos plus accepted synthetic ones (seeds fill missing synthetic slots), shuffled, seeded."""
-    counts = cfg.type_config(task_type)
-    rng = random.Random(derive_seed(cfg.seed, "instructions", task_type, round_no))
-    n_synthetic = min(counts.synthetic_demos, len(synthetic))
-    demos: list[SeedTask | Task] = rng.sample(list(seeds), counts.seed_demos + counts.synthetic_demos - n_synthetic)
-    demos += rng.sample(list(synthetic), n_synthetic)
+    rng = random.Random(rng_seed)
+    took = min(n_synthetic, len(synthetic))
+    demos: list[SeedTask | Task] = rng.sample(list(seeds), n_seed + n_synthetic - took)
+    demos += rng.sample(list(synthetic), took)
     rng.shuffle(demos)
     return demos
 
@@ -61,24 +60,41 @@ def generate_round(task_type: str, round_no: int, seeds: Sequence[SeedTask], syn
                    pool: InstructionPool, backend: Backend, cfg: RunConfig) -> Round:
     """Sample one prompt batch_size times (its demo block is then read once), then judge each piece.
     Accepted instructions join the index at once, so later pieces are compared with them."""
-    demos = sample_demos(task_type, round_no, seeds, synthetic, cfg)
+    counts = cfg.type_config(task_type)
+    demos = sample_demos(seeds, synthetic, counts.seed_demos, counts.synthetic_demos,
+                         derive_seed(cfg.seed, "instructions", task_type, round_no))
     prompt = build_instruction_prompt([d.instruction for d in demos])
-    base = instruction_params(cfg)
-    n = cfg.instructions.batch_size
-    params = [base.with_seed(derive_seed(cfg.seed, "instruction-sample", task_type, round_no, k)) for k in range(n)]
-    completions = backend.generate([prompt] * n, params)
-    result = Round(task_type, round_no, backend.name, [d.id for d in demos], usage=usage_of(completions))
-    for k, done in enumerate(completions):
-        item = f"{task_type}-r{round_no}-s{k}"
-        if not done.ok:
-            result.rejections.append(Rejection("backend", item, "backend_error", task_type, model=backend.name,
-                                               detail={"error": done.error}))
-            continue
-        for p, piece in enumerate(parse_instructions(done.text, done.finish_reason == "length")):
-            result.candidates += 1
-            judged = _judge(piece.text, piece.truncated, pool, backend.name, demos, cfg, task_type, f"{item}-p{p}")
-            (result.tasks if isinstance(judged, Task) else result.rejections).append(judged)
+    result = Round(task_type, round_no, backend.name, [d.id for d in demos])
+    for item, done in sample_round(result, prompt, instruction_params(cfg), backend, cfg):
+        pieces = parse_instructions(done.text, done.finish_reason == "length")
+        judge_pieces(result, [(p.text, p.truncated) for p in pieces], pool, demos, cfg, item)
     return result
+
+
+def sample_round(result: Round, prompt: str, params: GenParams, backend: Backend,
+                 cfg: RunConfig) -> Iterator[tuple[str, Completion]]:
+    """Sample the round's prompt batch_size times; yields each good completion with its item ID and
+    records a failed one as a backend rejection."""
+    n = cfg.instructions.batch_size
+    seeds = [derive_seed(cfg.seed, "instruction-sample", result.type, result.round, k) for k in range(n)]
+    completions = backend.generate([prompt] * n, [params.with_seed(s) for s in seeds])
+    result.usage = usage_of(completions)
+    for k, done in enumerate(completions):
+        item = f"{result.type}-r{result.round}-s{k}"
+        if done.ok:
+            yield item, done
+        else:
+            result.rejections.append(Rejection("backend", item, "backend_error", result.type, model=backend.name,
+                                               detail={"error": done.error}))
+
+
+def judge_pieces(result: Round, pieces: Sequence[tuple[str, bool]], pool: InstructionPool, demos: Sequence,
+                 cfg: RunConfig, item: str) -> None:
+    """Judge a completion's pieces (text, truncated) in order, into the round's tasks and rejections."""
+    for p, (text, truncated) in enumerate(pieces):
+        result.candidates += 1
+        judged = _judge(text, truncated, pool, result.writer, demos, cfg, result.type, f"{item}-p{p}")
+        (result.tasks if isinstance(judged, Task) else result.rejections).append(judged)
 
 
 def _judge(text: str, truncated: bool, pool: InstructionPool, model: str, demos: Sequence, cfg: RunConfig,

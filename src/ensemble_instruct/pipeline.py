@@ -108,8 +108,7 @@ class Pipeline:
     def _instruction_round(self, t: str, round_no: int, pool: InstructionPool, synthetic: list[Task]) -> list[Task]:
         stored = self._rounds.get((t, round_no))
         if stored is None:
-            writer = self.writer_for_round(round_no)
-            result = generate_round(t, round_no, self.seeds[t], synthetic, pool, self.backends[writer], self.cfg)
+            result = self._new_round(t, round_no, pool, synthetic, self.writer_for_round(round_no))
             stored = self._save_round(result)
             tasks = result.tasks
         else:  # replay: the accepted instructions join the pool in their original order
@@ -121,6 +120,9 @@ class Pipeline:
             self.store.add_rejection(r)
         self.on_event("instructions", {"type": t, "candidates": stored["candidates"], "accepted": len(tasks)})
         return tasks
+
+    def _new_round(self, t: str, round_no: int, pool: InstructionPool, synthetic: list[Task], writer: str) -> Round:
+        return generate_round(t, round_no, self.seeds[t], synthetic, pool, self.backends[writer], self.cfg)
 
     def _save_round(self, result: Round) -> dict[str, Any]:
         record = asdict(result)
@@ -223,7 +225,8 @@ class Pipeline:
                 "pairwise_rougeL": pairwise,
                 "selection": {"method": method, "chosen_index": chosen, "chosen_model": cands[chosen].model},
                 "restricted_terms": sorted(authors & self.restricted),
-                "run": {"config_hash": self.cfg.content_hash(), "seed": self.cfg.seed, "version": __version__},
+                "run": {"method": self.cfg.method, "config_hash": self.cfg.content_hash(), "seed": self.cfg.seed,
+                        "version": __version__},
             },
         }
 

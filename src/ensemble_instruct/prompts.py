@@ -17,7 +17,7 @@ INSTANCE_HEADERS = {
     "B": "Each task below needs no input; it comes with the correct output. "
     "Write the output for the last task.",
 }
-_NUMBERED = re.compile(r"\n\d+\s?\. ")
+NUMBERED_ITEM = re.compile(r"\n\d+\s?\. ")
 _SPACES = re.compile(r"\s+")
 
 
@@ -47,7 +47,7 @@ class Piece:
 def parse_instructions(completion: str, hit_length_limit: bool) -> list[Piece]:
     """Split a completion into candidate instructions; the end marker never survives."""
     # within a piece, whatever follows an end marker is not part of the instruction
-    out = [Piece(collapse(p.split(END, 1)[0]), False) for p in _NUMBERED.split(completion)]
+    out = [Piece(collapse(p.split(END, 1)[0]), False) for p in NUMBERED_ITEM.split(completion)]
     if hit_length_limit and out:
         out[-1] = Piece(out[-1].text, True)
     return out

@@ -78,10 +78,11 @@ class Instance:
     raw_completion: str
 
     @classmethod
-    def new(cls, task: Task, input: str, output: str, model: str, raw: str) -> Instance:
+    def new(cls, task: Task, input: str, output: str, model: str, raw: str, task_type: str | None = None) -> Instance:
+        task_type = task_type or task.type
         return cls(
-            id=stable_id(task.type, task.instruction, input, prefix=f"{task.type}-"),
-            task_id=task.id, type=task.type, instruction=task.instruction,
+            id=stable_id(task_type, task.instruction, input, prefix=f"{task_type}-"),
+            task_id=task.id, type=task_type, instruction=task.instruction,
             input=input, output=output, model=model, raw_completion=raw,
         )
 

@@ -13,9 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .backends import Backend, make_backend
 from .config import RunConfig
-from .errors import UserError
 from .export import export
 from .pipeline import Pipeline
+from .self_instruct import SelfInstructPipeline
 from .seeds import load_demos, load_seeds
 from .stats import summarize
 from .store import RunStore
@@ -49,8 +49,9 @@ class ProgressView:
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=False,
         )
-        self.bars = {t: self.progress.add_task(f"kept {t}", total=cfg.type_config(t).target, info="")
-                     for t in cfg.types}
+        targets = {"all": cfg.target()} if cfg.method == "self-instruct" else {t: cfg.type_config(t).target
+                                                                                 for t in cfg.types}
+        self.bars = {t: self.progress.add_task(f"kept {t}", total=n, info="") for t, n in targets.items()}
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "instructions":
@@ -73,8 +74,6 @@ class ProgressView:
 def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: Console | None = None,
                    backends: dict[str, Backend] | None = None) -> dict[str, Any]:
     """Run (or resume) a generation into out_dir and return its summary."""
-    if cfg.method != "ensemble-instruct":
-        raise UserError(f"method {cfg.method!r} is not available yet; use --method ensemble-instruct")
     seeds = load_seeds(cfg.seeds)
     demos = load_demos()
     RunStore.check(out_dir, cfg, force)  # before loading models: a refused directory fails at once
@@ -86,7 +85,8 @@ def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: 
             if console is not None and store.resumed:
                 console.print(f"resuming the run in {out_dir}")
             view = ProgressView(cfg, console) if console is not None else None
-            pipeline = Pipeline(cfg, store, backends, seeds, demos, on_event=view or (lambda kind, data: None))
+            recipe = SelfInstructPipeline if cfg.method == "self-instruct" else Pipeline
+            pipeline = recipe(cfg, store, backends, seeds, demos, on_event=view or (lambda kind, data: None))
             if view:
                 with view.progress:
                     pipeline.run()

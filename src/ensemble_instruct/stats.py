@@ -24,9 +24,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     for r in rounds:
         funnel[r["type"]]["instruction_candidates"] += r["candidates"]
         funnel[r["type"]]["instructions_accepted"] += len(r["tasks"])
-    for r in instances:
-        if "instance" in r:
-            funnel[r["instance"]["type"]]["instances_valid"] += 1
+    for r in instances:  # one instance per record, or several (the self-instruct recipe)
+        for inst in r.get("instances", [r["instance"]] if "instance" in r else []):
+            funnel[inst["type"]]["instances_valid"] += 1
     reasons: dict[str, Counter] = defaultdict(Counter)
     for r in rejected:
         reasons[r["stage"]][r["reason"]] += 1
@@ -35,7 +35,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     methods = Counter(k["provenance"]["selection"]["method"] for k in kept)
     for k in kept:
         funnel[k["type"]]["kept"] += 1
-    decided = len(kept) + sum(reasons["ensemble"].values())
+    # agreement is a share of the examples that went through consensus (not single-output ones)
+    decided = sum(m != "single" for m in methods.elements()) + sum(reasons["ensemble"].values())
 
     usage: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(lambda: dict.fromkeys(USAGE_KEYS, 0)))
     for stage, records, member_of in (("instructions", rounds, lambda r: r["writer"]),
@@ -52,7 +53,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "rejections": {stage: dict(c.most_common()) for stage, c in reasons.items()},
         "kept": len(kept),
         "decided": decided,
-        "agreement_rate": len(kept) / decided if decided else None,
+        "agreement_rate": (decided - sum(reasons["ensemble"].values())) / decided if decided else None,
         "selection_methods": dict(methods),
         "win_rate": {m: n / len(kept) for m, n in wins.most_common()} if kept else {},
         "usage": {s: {m: dict(v) for m, v in ms.items()} for s, ms in usage.items()},
