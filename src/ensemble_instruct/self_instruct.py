@@ -15,10 +15,21 @@ from .instructions import InstructionPool, Round, judge_pieces, sample_demos, sa
 from .pipeline import Pipeline
 from .records import Candidate, Demo, Instance, Rejection, SeedTask, Task, derive_seed, to_json, usage_of
 from .seeds import load_seeds
-from .self_instruct_prompts import (CLASSIFY_STOPS, INSTANCE_STOPS, INSTRUCTION_STOPS, Example,
-                                    build_classify_prompt, build_input_first_prompt, build_instruction_prompt,
-                                    build_output_first_prompt, filter_examples, parse_classify,
-                                    parse_input_first, parse_instructions, parse_output_first)
+from .self_instruct_prompts import (
+    CLASSIFY_STOPS,
+    INSTANCE_STOPS,
+    INSTRUCTION_STOPS,
+    Example,
+    build_classify_prompt,
+    build_input_first_prompt,
+    build_instruction_prompt,
+    build_output_first_prompt,
+    filter_examples,
+    parse_classify,
+    parse_input_first,
+    parse_instructions,
+    parse_output_first,
+)
 
 ALL = "all"  # the recipe has no task types until an instance shows whether it has an input
 # Most tasks are not classification; with as many "No" as "Yes" demos the small default generator
@@ -131,7 +142,7 @@ class SelfInstructPipeline(Pipeline):
             for r in record["rejections"]:
                 self.store.add_rejection(r)
             valid += len(record["instances"])
-            for inst in map(lambda x: Instance(**x), record["instances"]):
+            for inst in (Instance(**x) for x in record["instances"]):
                 if kept < room:
                     kept += self._keep(inst, record["classification"])
         self.on_event("instances", {"done": len(tasks), "valid": valid})
