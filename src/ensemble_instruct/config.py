@@ -143,6 +143,9 @@ class RunConfig(_Closed):
     outputs: OutputConfig = OutputConfig()
     consensus: EnsembleConfig = EnsembleConfig()
     self_instruct: SelfInstructConfig = SelfInstructConfig()
+    # an extra-output member that still fails after its retries: stop the run (resumable), or go on
+    # without it while at least one other extra member answers. A failing generator always stops it.
+    on_member_failure: Literal["stop", "continue"] = "stop"
     members: list[MemberConfig] = Field(min_length=1)
     exports: list[Literal["jsonl", "parquet", "hf", "alpaca", "messages"]] = Field(
         default_factory=lambda: ["jsonl", "alpaca", "messages"]
@@ -172,7 +175,7 @@ class RunConfig(_Closed):
     def content_hash(self) -> str:
         """Hash of every setting that changes the data a run makes (not exports, timeouts or limits)."""
         transport = {"timeout_s", "max_retries", "max_concurrency", "api_key_env", "base_urls"}
-        exclude: dict[str, Any] = {"exports": True, "members": {"__all__": transport}}
+        exclude: dict[str, Any] = {"exports": True, "on_member_failure": True, "members": {"__all__": transport}}
         if self.method == "ensemble-instruct":
             exclude["self_instruct"] = True  # unused, so a change to it must not refuse a resume
         data = self.model_dump(mode="json", exclude=exclude)

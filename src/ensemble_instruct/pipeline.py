@@ -27,6 +27,14 @@ def _no_event(kind: str, data: dict[str, Any]) -> None:
     pass
 
 
+class MemberDown(UserError):
+    """A member still failing after its backend's retries; what was finished is already on disk."""
+
+    def __init__(self, member: str, error: str | None) -> None:
+        super().__init__(f"member {member!r} failed after its retries: {error}\n"
+                         "work so far is saved; run the same command again to resume")
+
+
 def restricted(member: MemberConfig) -> bool:
     if member.restricted_terms is not None:
         return member.restricted_terms
@@ -49,6 +57,7 @@ class Pipeline:
         self._instances = {r["task_id"]: r for r in store.records["instances"]}
         self._outputs = {(r["instance_id"], r["member"]): r for r in store.records["outputs"]}
         self._tasks: dict[str, Task] = {}
+        self.down: set[str] = set()  # extra members dropped after failing (on_member_failure: continue)
         self._check_counts()
 
     def _check_counts(self) -> None:
@@ -77,7 +86,7 @@ class Pipeline:
 
     def extras_for(self, generator: str) -> list[str]:
         wanted = self.cfg.consensus.extras
-        return [m.name for m in self.cfg.members_with("outputs") if m.name != generator
+        return [m.name for m in self.cfg.members_with("outputs") if m.name != generator and m.name not in self.down
                 and (wanted == "all" or (m.kind or _registry_kind(m)) == wanted)]
 
     # --- the run ------------------------------------------------------------------------------------
@@ -109,6 +118,8 @@ class Pipeline:
         stored = self._rounds.get((t, round_no))
         if stored is None:
             result = self._new_round(t, round_no, pool, synthetic, self.writer_for_round(round_no))
+            if failed := next((r for r in result.rejections if r.reason == "backend_error"), None):
+                raise MemberDown(result.writer, failed.detail.get("error"))  # the round is not saved
             stored = self._save_round(result)
             tasks = result.tasks
         else:  # replay: the accepted instructions join the pool in their original order
@@ -148,6 +159,8 @@ class Pipeline:
                 todo.setdefault(self.instance_writer(task), []).append(task)
         for writer, group in todo.items():
             for task, result, done in generate_instances(group, self.backends[writer], self.demos, self.cfg):
+                if not done.ok:
+                    raise MemberDown(writer, done.error)  # no record: a resume asks again
                 record = {"task_id": task.id, "member": writer, "usage": usage_of([done])}
                 record["instance" if isinstance(result, Instance) else "rejection"] = to_json(result)
                 self.store.append("instances", record)
@@ -174,21 +187,37 @@ class Pipeline:
         if jobs:
             with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
                 futures = {m: pool.submit(self._answer, m, group) for m, group in jobs.items()}
-                for f in futures.values():
-                    f.result()
+                failures = {m: error for m, f in futures.items() if (error := f.result()) is not None}
+            for member, error in failures.items():
+                self._member_failed(member, error)
         out: dict[str, list[Candidate]] = {}
         for inst in instances:
-            extras = self.extras_for(inst.model)
+            answered = [m for m in self.extras_for(inst.model) if (inst.id, m) in self._outputs]
             out[inst.id] = [Candidate(**{**self._outputs[(inst.id, m)]["candidate"], "index": k})
-                            for k, m in enumerate(extras, start=1)]
+                            for k, m in enumerate(answered, start=1)]
         self.on_event("outputs", {"done": sum(len(g) for g in jobs.values())})
         return out
 
-    def _answer(self, member: str, group: list[Instance]) -> None:
+    def _answer(self, member: str, group: list[Instance]) -> str | None:
+        """Store the member's answers; returns the error if it failed (its failed answers are not stored)."""
         for inst, (cand, done) in zip(group, generate_outputs(group, self.backends[member], self.demos, self.cfg, 0)):
+            if not done.ok:
+                return done.error
             record = {"instance_id": inst.id, "member": member, "candidate": to_json(cand), "usage": usage_of([done])}
             self.store.append("outputs", record)  # appends are serialized by the GIL, one whole line each
             self._outputs[(inst.id, member)] = record
+        return None
+
+    def _member_failed(self, member: str, error: str | None) -> None:
+        """Stop, or go on without the member while another extra member is left to agree with."""
+        self.down.add(member)
+        generators = [m.name for m in self.cfg.members_with("instances")]
+        if self.cfg.on_member_failure == "stop" or not all(self.extras_for(g) for g in generators):
+            raise MemberDown(member, error)
+        left = sorted({m for g in generators for m in self.extras_for(g)})
+        self.store.add_rejection(to_json(Rejection("backend", member, "member_down", "", model=member,
+                                                   detail={"error": error, "continuing_with": left})))
+        self.on_event("member_down", {"member": member, "error": error})
 
     def _decide(self, inst: Instance, extras: list[Candidate]) -> int:
         """Stage 4: keep the consensus answer, or log why the models disagreed."""

@@ -54,7 +54,10 @@ class ProgressView:
         self.bars = {t: self.progress.add_task(f"kept {t}", total=n, info="") for t, n in targets.items()}
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "instructions":
+        if kind == "member_down":
+            self.progress.console.print(f"member {data['member']} failed after its retries ({data['error']}); "
+                                        "going on without it")
+        elif kind == "instructions":
             self.counts["candidates"] += data["candidates"]
             self.counts["accepted"] += data["accepted"]
         elif kind == "instances":

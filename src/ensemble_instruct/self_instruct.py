@@ -12,7 +12,7 @@ from .backends import Backend, Completion, GenParams
 from .config import PenalizedSampling, RunConfig
 from .errors import UserError
 from .instructions import InstructionPool, Round, judge_pieces, sample_demos, sample_round
-from .pipeline import Pipeline
+from .pipeline import MemberDown, Pipeline
 from .records import Candidate, Demo, Instance, Rejection, SeedTask, Task, derive_seed, to_json, usage_of
 from .seeds import load_seeds
 from .self_instruct_prompts import (
@@ -153,7 +153,9 @@ class SelfInstructPipeline(Pipeline):
         backend, si, demos = self.backends[writer], self.cfg.self_instruct, self.instance_demos
         checks = backend.generate([build_classify_prompt(demos.classify, t.instruction) for t in tasks],
                                   GenParams(max_new_tokens=3, stop=CLASSIFY_STOPS))
-        written = [Written(parse_classify(c.text) if c.ok else False, completions=[c]) for c in checks]
+        if failed := next((c for c in checks if not c.ok), None):
+            raise MemberDown(writer, failed.error)
+        written = [Written(parse_classify(c.text), completions=[c]) for c in checks]
         prompts = [build_output_first_prompt(demos.output_first, t.instruction) if w.classification
                    else build_input_first_prompt(demos.input_first, t.instruction) for t, w in zip(tasks, written)]
         params = [_params(si.instances, INSTANCE_STOPS, si.classification_max_new_tokens if w.classification else None)
@@ -169,7 +171,7 @@ class SelfInstructPipeline(Pipeline):
                                                 detail=dict(detail)))
 
         if not done.ok:
-            return reject("backend_error", "", error=done.error)
+            raise MemberDown(model, done.error)  # nothing of this round's instances is saved; a resume asks again
         parse = parse_output_first if written.classification else parse_input_first
         examples = parse(done.text)
         if done.finish_reason == "length" and examples:

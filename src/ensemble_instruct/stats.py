@@ -30,7 +30,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     reasons: dict[str, Counter] = defaultdict(Counter)
     for r in rejected:
         reasons[r["stage"]][r["reason"]] += 1
-        funnel[r["type"]][f"rejected_{r['stage']}"] += 1
+        if r["type"]:  # a member's failure belongs to no task type
+            funnel[r["type"]][f"rejected_{r['stage']}"] += 1
     wins = Counter(k["provenance"]["selection"]["chosen_model"] for k in kept)
     methods = Counter(k["provenance"]["selection"]["method"] for k in kept)
     for k in kept:
