@@ -53,9 +53,11 @@ class Pipeline:
         self.on_event = on_event
         self.members = {m.name: m for m in cfg.members}
         self.restricted = {m.name for m in cfg.members if restricted(m)}
-        self._rounds = {(r["type"], r["round"]): r for r in store.records["instructions"]}
-        self._instances = {r["task_id"]: r for r in store.records["instances"]}
-        self._outputs = {(r["instance_id"], r["member"]): r for r in store.records["outputs"]}
+        # finished work, looked up by ID and forgotten once its tasks are decided (memory stays flat)
+        finished = store.take_finished()
+        self._rounds = {(r["type"], r["round"]): r for r in finished["instructions"]}
+        self._instances = {r["task_id"]: r for r in finished["instances"]}
+        self._outputs = {(r["instance_id"], r["member"]): r for r in finished["outputs"]}
         self._tasks: dict[str, Task] = {}
         self.down: set[str] = set()  # extra members dropped after failing (on_member_failure: continue)
         self._check_counts()
@@ -113,6 +115,7 @@ class Pipeline:
                 next_round[t] += 1
                 synthetic[t].extend(tasks)
                 kept[t] += self._finish_tasks(tasks, target - kept[t])
+                self._forget(t, next_round[t] - 1, tasks)
 
     def _instruction_round(self, t: str, round_no: int, pool: InstructionPool, synthetic: list[Task]) -> list[Task]:
         stored = self._rounds.get((t, round_no))
@@ -134,6 +137,16 @@ class Pipeline:
 
     def _new_round(self, t: str, round_no: int, pool: InstructionPool, synthetic: list[Task], writer: str) -> Round:
         return generate_round(t, round_no, self.seeds[t], synthetic, pool, self.backends[writer], self.cfg)
+
+    def _forget(self, t: str, round_no: int, tasks: list[Task]) -> None:
+        """Drop a decided round's records from memory; they are on disk."""
+        self._rounds.pop((t, round_no), None)
+        for task in tasks:
+            self._tasks.pop(task.id, None)
+            record = self._instances.pop(task.id, {})
+            for inst in record.get("instances", [record["instance"]] if "instance" in record else []):
+                for member in self.members:
+                    self._outputs.pop((inst["id"], member), None)
 
     def _save_round(self, result: Round) -> dict[str, Any]:
         record = asdict(result)

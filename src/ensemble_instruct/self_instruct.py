@@ -101,9 +101,10 @@ class SelfInstructPipeline(Pipeline):
         cap = self.cfg.instructions.max_attempts or 20 * target
         while kept < target and round_no * self.cfg.instructions.batch_size < cap:
             tasks = self._instruction_round(ALL, round_no, pool, synthetic)
-            round_no += 1
             synthetic.extend(tasks)
             kept += self._finish_tasks(tasks, target - kept)
+            self._forget(ALL, round_no, tasks)
+            round_no += 1
         self.on_event("type_done", {"type": ALL, "kept": kept, "target": target, "stalled": kept < target})
 
     def _new_round(self, task_type: str, round_no: int, pool: InstructionPool, synthetic: list[Task],

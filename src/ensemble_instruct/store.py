@@ -54,11 +54,16 @@ class RunStore:
         self.config = config
         self._claim(force)
         self._handles: dict[str, Any] = {}
-        self.records: dict[str, list[dict[str, Any]]] = {
-            name: list(read_jsonl(self._path(name), repair=True)) for name in (*STAGE_FILES, "kept", "rejected")
-        }
-        self.rejection_keys = {(r["stage"], r["item_id"]) for r in self.records["rejected"]}
-        self.kept_ids = {r["id"] for r in self.records["kept"]}
+        # stage records already on disk, for the pipeline to replay; only keys of the rest stay in memory
+        self._finished = {name: list(read_jsonl(self._path(name), repair=True)) for name in STAGE_FILES}
+        self.rejection_keys = {(r["stage"], r["item_id"]) for r in read_jsonl(self._path("rejected"), repair=True)}
+        self.kept_ids = {r["id"] for r in read_jsonl(self._path("kept"), repair=True)}
+        self.resumed = bool(self.kept_ids or self.rejection_keys or any(self._finished.values()))
+
+    def take_finished(self) -> dict[str, list[dict[str, Any]]]:
+        """The stage records found when the run opened; handed over once, so memory stays flat."""
+        finished, self._finished = self._finished, {name: [] for name in STAGE_FILES}
+        return finished
 
     def _path(self, name: str) -> Path:
         if name == "kept":
@@ -66,10 +71,6 @@ class RunStore:
         if name == "rejected":
             return self.root / REJECTED
         return self.root / "stages" / f"{name}.jsonl"
-
-    @property
-    def resumed(self) -> bool:
-        return any(self.records.values())
 
     @staticmethod
     def check(root: Path, config: RunConfig, force: bool = False) -> None:
@@ -122,7 +123,6 @@ class RunStore:
         fh = self._handles[name]
         fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         fh.flush()
-        self.records[name].append(record)
 
     def add_rejection(self, rejection: dict[str, Any]) -> None:
         key = (rejection["stage"], rejection["item_id"])
