@@ -43,7 +43,7 @@ class Completion:
     cached_tokens: int = 0  # prompt tokens served from the model's prefix cache
     seconds: float = 0.0
     error: str | None = None
-    faults: dict[str, int] = field(default_factory=dict)  # retried transport faults, by kind
+    faults: dict[str, int] = field(default_factory=dict)  # transport faults met on the way, by kind
 
     @property
     def ok(self) -> bool:

@@ -7,6 +7,7 @@ back as an error Completion, never as an exception.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -88,6 +89,7 @@ class HttpBackend:
         self.replicas = [Replica(normalise_base_url(u)) for u in base_urls]
         self.max_concurrency = max(1, max_concurrency)
         self.max_retries = max(0, max_retries)
+        self.timeout_s = timeout_s
         self.backoff_base_s = backoff_base_s
         self._sleep = sleep
         self._random = random.Random()  # backoff jitter only; never touches generated text
@@ -177,6 +179,9 @@ class HttpBackend:
                 if not self._fresh_replica_left(tried):
                     self._sleep(self._delay(attempt, fault.retry_after))
                 continue
+            except BaseException:  # not a fault of the server's (a bug, an interrupt): still give the replica back
+                self._release(index, failed=True)
+                raise
             self._release(index, failed=False)
             text, cut = cut_at_stop(text, params.stop)
             usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
@@ -216,9 +221,12 @@ class HttpBackend:
         return path, body
 
     def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One attempt: the parsed body of a 2xx response, or a _Fault."""
+        """One attempt: the parsed body of a 2xx response, or a _Fault. The attempt gives up once timeout_s
+        has passed even while bytes keep coming: httpx's read timeout only bounds each wait between reads."""
+        deadline = time.monotonic() + self.timeout_s
         try:
-            resp = self._client.post(url, json=body)
+            with self._client.stream("POST", url, json=body) as resp:
+                content = _read_until(resp, deadline)
         except httpx.TimeoutException as err:
             raise _Fault("timeout", f"timed out talking to {url} ({type(err).__name__})") from None
         except httpx.ConnectError as err:
@@ -227,15 +235,17 @@ class HttpBackend:
             raise _Fault("bad_url", f"bad URL {url} ({_first_line(err)})", retryable=False) from None
         except httpx.TransportError as err:  # reset, truncated body, protocol error
             raise _Fault("reset", f"connection to {url} broke ({type(err).__name__}: {_first_line(err)})") from None
+        except httpx.DecodingError as err:  # a body that its Content-Encoding does not fit
+            raise _Fault("bad_json", f"undecodable body from {url} ({_first_line(err)})") from None
         if not resp.is_success:
             code = resp.status_code
             retry_after = _retry_after(resp) if code in (429, 503) else None
-            message = f"HTTP {code} from {url}: {_server_message(resp)}"
+            message = f"HTTP {code} from {url}: {_server_message(content, resp.reason_phrase)}"
             raise _Fault(f"http_{code}", message, code in RETRY_STATUS, retry_after)
         try:
-            data = resp.json()
+            data = json.loads(content)
         except ValueError:
-            raise _Fault("bad_json", f"malformed JSON from {url}: {resp.text[:120]!r}") from None
+            raise _Fault("bad_json", f"malformed JSON from {url}: {_decode(content)[:120]!r}") from None
         if not isinstance(data, dict):
             raise _Fault("bad_json", f"a JSON {type(data).__name__} instead of an object from {url}")
         return data
@@ -310,12 +320,27 @@ def _error_text(data: Any) -> str:
     return " ".join(str(err).split())[:300] if err else ""
 
 
-def _server_message(resp: httpx.Response) -> str:
+def _read_until(resp: httpx.Response, deadline: float) -> bytes:
+    """The whole (decoded) body, or httpx.ReadTimeout once time.monotonic() passes deadline; leaving
+    the response unread closes its connection, so no later request can read the rest of it."""
+    chunks = []
+    for chunk in resp.iter_bytes():
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout("the response took longer than timeout_s", request=resp.request)
+    return b"".join(chunks)
+
+
+def _decode(content: bytes) -> str:
+    return content.decode("utf-8", "replace")
+
+
+def _server_message(content: bytes, reason: str) -> str:
     try:
-        message = _error_text(resp.json())
+        message = _error_text(json.loads(content))
     except ValueError:
         message = ""
-    return message or " ".join(resp.text.split())[:300] or resp.reason_phrase
+    return message or " ".join(_decode(content).split())[:300] or reason
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
