@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -264,3 +265,43 @@ def test_a_bad_flag_is_not_blamed_on_the_config_file(workdir, flags, field_name)
     assert result.returncode == 2
     assert field_name in result.stderr
     assert "cfg.yaml" not in result.stderr, result.stderr
+
+
+def test_a_full_disk_stops_with_one_line_and_a_resume_completes(workdir):
+    """The largest file the run may write is capped (as a full disk would), so a stage file cannot grow:
+    one line naming that file, exit 2, nothing torn in the middle; a second run after "making room"
+    finishes with the same data as a run that was never stopped."""
+    import resource
+    import signal
+
+    # one reply for every prompt (so a resumed run is asked the same): an instruction of 141 words that
+    # is also a valid instance
+    reply = "output: " + "The waves hiss and fold under the old pier. " * 15
+    (workdir / "long.yaml").write_text(config({
+        "members": [{"name": "s1", "backend": "scripted", "model": "s1", "roles": ["instructions", "instances"],
+                     "script": [reply]}],
+        "types": ["B"], "type_b": {"target": 1}, "ensemble": False, "instructions": {"batch_size": 1}}))
+    clean = run_cli(workdir, ["generate", "--config", "long.yaml", "--out", "clean", "--quiet"])
+    assert clean.returncode == 0, clean.stderr
+    sizes = {p.name: p.stat().st_size for p in (workdir / "clean").rglob("*.jsonl")}
+    cap = (workdir / "clean" / "config.yaml").stat().st_size + 1
+    assert max(sizes.values()) > cap  # some stage file must outgrow the cap
+
+    def capped():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the cap then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "ENSEMBLE_INSTRUCT_CACHE": str(workdir / "cache")}
+    full = subprocess.run([sys.executable, "-m", "ensemble_instruct", "generate", "--config", "long.yaml",
+                           "--out", "full", "--quiet"], cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=60, preexec_fn=capped, check=False)
+    assert full.returncode == 2
+    assert "Traceback" not in full.stderr + full.stdout
+    message = full.stderr.strip().splitlines()
+    assert len(message) == 1, full.stderr
+    assert re.search(r"full/\S+\.jsonl: cannot write \(File too large\)", message[0]), message[0]
+    assert "run the same command again to resume" in message[0]
+    again = run_cli(workdir, ["generate", "--config", "long.yaml", "--out", "full", "--quiet"])
+    assert again.returncode == 0, again.stderr
+    kept = (workdir / "full" / "data.jsonl").read_text().splitlines()
+    assert len(kept) == 1 and kept == (workdir / "clean" / "data.jsonl").read_text().splitlines()

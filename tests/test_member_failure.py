@@ -35,7 +35,7 @@ def test_a_failing_extra_member_stops_the_run_and_a_resume_finishes_it(tmp_path)
     crew = backends(odd=agreeing)
     crew["odd"] = ScriptedBackend([failing_after(3, agreeing)], "odd", instruction_tuned=False)
     broken = tmp_path / "broken"
-    with pytest.raises(MemberDown, match=r"member 'odd' failed after its retries: HTTP 503.*\n.*run the same command"):
+    with pytest.raises(MemberDown, match=r"member 'odd' failed after its retries: HTTP 503.*; .*run the same command"):
         run_generation(config(), broken, backends=crew)
     saved = rows(broken)
     assert 0 < len(saved) < 10  # what was decided before the failure is on disk

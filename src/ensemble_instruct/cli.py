@@ -124,6 +124,20 @@ def export(run_dir: Path, formats: tuple[str, ...]) -> None:
         out.print(f"wrote {path}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="HTML file to write [default: RUN_DIR/report.html, or RUN_DIR/compare-NAME.html with --compare].")
+@click.option("--compare", "compare_dir", type=click.Path(path_type=Path), metavar="RUN_DIR2",
+              help="A second run to show beside the first, in the same figures.")
+def report(run_dir: Path, out_path: Path | None, compare_dir: Path | None) -> None:
+    """Write a self-contained HTML report of a run: funnel, diversity, agreement, cost and every example."""
+    from .report import write_report
+
+    # existence is checked by write_report, so the library and the command give the same one-line errors
+    out.print(f"wrote {write_report(run_dir, out_path, compare_dir)}", soft_wrap=True)
+
+
 def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     funnel = Table("type", "instruction candidates", "accepted", "valid instances", "kept", title="Funnel")
     for t, c in summary["funnel"].items():
@@ -156,12 +170,13 @@ def main() -> None:
         for line in str(err).splitlines():
             console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        console.print("interrupted")
+    except OSError as err:  # a full disk or a file that cannot be written, outside the run's own store
+        where = f"{err.filename}: " if err.filename else ""
+        console.print(f"[red]error:[/red] {where}{err.strerror or err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        console.print("interrupted; work so far is saved. Run the same command again to resume.")
         sys.exit(130)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        console.print("interrupted; work so far is saved. Run the same command again to resume.")
-        sys.exit(130)

@@ -31,8 +31,8 @@ class MemberDown(UserError):
     """A member still failing after its backend's retries; what was finished is already on disk."""
 
     def __init__(self, member: str, error: str | None) -> None:
-        super().__init__(f"member {member!r} failed after its retries: {error}\n"
-                         "work so far is saved; run the same command again to resume")
+        super().__init__(f"member {member!r} failed after its retries: {error}; "
+                         "work so far is saved: run the same command again to resume")
 
 
 def restricted(member: MemberConfig) -> bool:

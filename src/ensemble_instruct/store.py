@@ -117,12 +117,17 @@ class RunStore:
         return path
 
     def append(self, name: str, record: dict[str, Any]) -> None:
-        """Append one record as one line; flushed before returning, so a kill loses at most this line."""
-        if name not in self._handles:
-            self._handles[name] = open(self._path(name), "a", encoding="utf-8")
-        fh = self._handles[name]
-        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        fh.flush()
+        """Append one record as one line, unbuffered: a kill loses at most this line, and a full disk
+        stops the run with what was written intact (a torn last line is cut off on the next start)."""
+        line = memoryview((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        try:
+            if name not in self._handles:
+                self._handles[name] = open(self._path(name), "ab", buffering=0)
+            while line:  # an unbuffered write may be short
+                line = line[self._handles[name].write(line):]
+        except OSError as err:
+            raise UserError(f"{self._path(name)}: cannot write ({err.strerror}); work so far is saved: "
+                            "make room and run the same command again to resume") from None
 
     def add_rejection(self, rejection: dict[str, Any]) -> None:
         key = (rejection["stage"], rejection["item_id"])
