@@ -96,6 +96,9 @@ def generate(config_path: Path | None, out_dir: Path, seeds_path: str | None, se
     cfg = load_config(config_path, overrides)
     summary = run_generation(cfg, out_dir, force=force, console=None if quiet else console)
     print_summary(summary, out_dir)
+    from .report import write_report
+
+    out.print(f"report: {write_report(out_dir)}", soft_wrap=True)
 
 
 @cli.command()
