@@ -46,6 +46,8 @@ class Pipeline:
     """One generation run. Every stage result is looked up in the store before it is computed, so a
     re-run replays finished work from disk and continues where the last run stopped."""
 
+    parallel_extras = True  # extra members answer at the same time, one thread each (False: a baseline)
+
     def __init__(self, cfg: RunConfig, store: RunStore, backends: dict[str, Backend], seeds: Sequence[SeedTask],
                  demos: dict[str, list[Demo]], on_event: Event = _no_event) -> None:
         self.cfg, self.store, self.backends, self.demos = cfg, store, backends, demos
@@ -198,7 +200,7 @@ class Pipeline:
                 if (inst.id, member) not in self._outputs:
                     jobs.setdefault(member, []).append(inst)
         if jobs:
-            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            with ThreadPoolExecutor(max_workers=len(jobs) if self.parallel_extras else 1) as pool:
                 futures = {m: pool.submit(self._answer, m, group) for m, group in jobs.items()}
                 failures = {m: error for m, f in futures.items() if (error := f.result()) is not None}
             for member, error in failures.items():

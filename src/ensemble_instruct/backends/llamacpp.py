@@ -54,12 +54,14 @@ class LlamaCppBackend:
         n_ctx: int = 4096,
         n_threads: int = 1,
         max_slots: int = 6,
+        reuse_prefix: bool = True,  # False: every prompt is read from its first token (a baseline to measure)
     ) -> None:
         self.name = name
         self.instruction_tuned = instruction_tuned
         self.model_path = Path(model_path)
         self._settings = {"n_ctx": n_ctx, "n_threads": n_threads, "n_threads_batch": n_threads}
-        self._max_slots = max_slots
+        self._max_slots = max_slots if reuse_prefix else 1
+        self._reuse_prefix = reuse_prefix
         _silence_llama_log()
         self._lock = threading.Lock()  # one sequence at a time per model: one core each
         self._slots = [self._new_slot()]
@@ -150,6 +152,8 @@ class LlamaCppBackend:
     def _pick_slot(self, tokens: list[int]) -> tuple[Any, int]:
         """The slot sharing the longest prefix, and that length; a fresh slot when none shares a block
         (a new one while there is room, else the least recently used). Used slots move to the end."""
+        if not self._reuse_prefix:
+            return self._slots[0], 0
         shared = {id(slot): self._shared(slot, tokens) for slot in self._slots}
         best = max(self._slots, key=lambda slot: shared[id(slot)])
         if shared[id(best)] >= _BLOCK:
