@@ -47,3 +47,34 @@ def test_very_long_output_is_kept_whole():
     body = "\n".join(f"line {i}" for i in range(5000))
     parsed = parse_instance(f"input: x\noutput: {body}", "A")
     assert parsed.output.count("\n") == 4999
+
+
+# --- the Self-Instruct baseline's parsers ------------------------------------------------------------
+
+SI_PIECES = st.sampled_from(["Example 1", "Example 2\n", "Example 6", "Input:", "Output:", "output 2:",
+                             "Class label:", "Task:", "\n", "\n\n", " ", ":", "\n9. ", "\u00e9", "\U0001f600"])
+SI_HOSTILE = st.lists(st.one_of(SI_PIECES, st.text(max_size=40)), max_size=40).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(SI_HOSTILE, st.booleans())
+def test_self_instruct_examples_survive_filters_only_when_full(text, output_first):
+    from ensemble_instruct.self_instruct_prompts import filter_examples, parse_input_first, parse_output_first
+
+    examples = (parse_output_first if output_first else parse_input_first)(text)
+    kept, dropped = filter_examples(examples)
+    assert len(kept) + len(dropped) == len(examples)
+    for ex in kept:
+        assert ex.output.strip() and ex.output == ex.output.strip() and ex.input == ex.input.strip()
+        assert ex.input != ex.output and not ex.output.endswith(":") and not ex.input.endswith(":")
+        assert "Task:" not in ex.input + ex.output
+
+
+@settings(max_examples=300, deadline=None)
+@given(SI_HOSTILE)
+def test_self_instruct_instruction_pieces_are_collapsed(text):
+    from ensemble_instruct.self_instruct_prompts import parse_classify, parse_instructions
+
+    for piece in parse_instructions(text):
+        assert piece == " ".join(piece.split())
+    assert parse_classify(text) in (True, False)
