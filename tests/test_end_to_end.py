@@ -107,18 +107,22 @@ def test_many_random_sigkills_lose_and_duplicate_nothing(reference_run, tmp_path
     out, _ = reference_run
     rng = random.Random(2023)
     broken = tmp_path / "broken"
-    cmd = [sys.executable, "-m", "ensemble_instruct", "generate", "--out", str(broken), *SMALL]
-    kills = 0
+    kills = finished_runs = 0
     while kills < KILLS:
+        cmd = [sys.executable, "-m", "ensemble_instruct", "generate", "--out", str(broken), *SMALL]
         before = run_bytes(broken)
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = tmp_path / f"attempt{kills}.log"
+        with open(log, "w") as sink:
+            proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while proc.poll() is None and run_bytes(broken) <= before and time.monotonic() < deadline:
             time.sleep(0.02)  # each kill lands after new work, so the loop always moves forward
         time.sleep(rng.uniform(0, 2.0))
         if proc.poll() is not None:  # it finished first: start over in a fresh directory
-            assert proc.returncode == 0
-            assert list(read_jsonl(broken / "data.jsonl")) == list(read_jsonl(out / "data.jsonl"))
+            said = log.read_text()
+            assert proc.returncode == 0, said
+            assert list(read_jsonl(broken / "data.jsonl")) == list(read_jsonl(out / "data.jsonl")), said
+            finished_runs += 1
             broken = tmp_path / f"broken{kills}"
             continue
         os.kill(proc.pid, signal.SIGKILL)
@@ -128,6 +132,7 @@ def test_many_random_sigkills_lose_and_duplicate_nothing(reference_run, tmp_path
     done = generate(broken)
     assert done.returncode == 0, done.stderr
     assert list(read_jsonl(broken / "data.jsonl")) == list(read_jsonl(out / "data.jsonl"))
+    print(f"{kills} kills survived across {finished_runs + 1} runs")
     for name, found in keys(broken).items():
         assert len(found) == len(set(found)), f"duplicate records in {name}"
         assert sorted(map(str, found)) == sorted(map(str, keys(out)[name])), f"records differ in {name}"
