@@ -175,3 +175,43 @@ def test_instance_judgement():
         "output_copies_input"
     assert judge_instance(task, "input: a\noutput: b", "length", None, "gen", cfg).reason == "truncated"
     assert judge_instance(task, "", "error", "boom", "gen", cfg).reason == "backend_error"
+
+
+def copier(prompt, params):
+    """Answers a type-A task with its input, as small models often do (a type-B task gets an answer)."""
+    text = prompt[-1]["content"] if isinstance(prompt, list) else prompt
+    if isinstance(prompt, list):
+        lines = text.splitlines()
+        return lines[1] if len(lines) > 1 else agreeing(prompt, params)
+    tail = text.rsplit("instruction: ", 1)[1]
+    return tail.split("input: ", 1)[1].split("\n")[0] if "input: " in tail else agreeing(prompt, params)
+
+
+def test_an_extra_that_repeats_the_input_neither_votes_nor_wins(tmp_path):
+    crew = backends(odd=copier)  # "ok" agrees with the generator, "odd" repeats the input
+    run_generation(config(), tmp_path, backends=crew)
+    rows = [r for r in kept(tmp_path) if r["type"] == "A"]
+    assert len(rows) == 6
+    for row in rows:
+        selection = row["provenance"]["selection"]
+        assert selection["input_copies"] == [2] and selection["chosen_model"] != "odd"
+        assert row["output"] != row["input"]
+        assert all(2 not in pair[:2] for pair in row["provenance"]["pairwise_rougeL"])
+
+
+def test_when_every_extra_repeats_the_input_the_example_is_dropped(tmp_path):
+    crew = backends(odd=copier)
+    crew["ok"] = ScriptedBackend([copier], "ok")
+    run_generation(config(type_a={"target": 2}, instructions={"max_attempts": 6}), tmp_path, backends=crew)
+    assert not [r for r in kept(tmp_path) if r["type"] == "A"]
+    dropped = [r for r in read_jsonl(tmp_path / "rejected.jsonl") if r["reason"] == "extras_copy_input"]
+    assert dropped and all(r["detail"]["input_copies"] == [1, 2] for r in dropped)
+
+
+def test_the_method_as_published_lets_two_copies_agree(tmp_path):
+    crew = backends(odd=copier)
+    crew["ok"] = ScriptedBackend([copier], "ok")
+    run_generation(config(drop_input_copies=False), tmp_path, backends=crew)
+    rows = [r for r in kept(tmp_path) if r["type"] == "A"]
+    assert rows and all(r["output"] == r["input"] for r in rows)  # the exact match of the two copies wins
+    assert all(r["provenance"]["selection"]["method"] == "exact_match" for r in rows)

@@ -143,6 +143,9 @@ class RunConfig(_Closed):
     outputs: OutputConfig = OutputConfig()
     consensus: EnsembleConfig = EnsembleConfig()
     self_instruct: SelfInstructConfig = SelfInstructConfig()
+    # Beyond the method: a type-A output that only repeats its input (after normalization) is no answer: the
+    # generator's instance is dropped, an extra member's answer neither votes nor can be chosen.
+    drop_input_copies: bool = True
     # an extra-output member that still fails after its retries: stop the run (resumable), or go on
     # without it while at least one other extra member answers. A failing generator always stops it.
     on_member_failure: Literal["stop", "continue"] = "stop"

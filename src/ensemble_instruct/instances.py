@@ -38,7 +38,7 @@ def judge_instance(task: Task, text: str, finish_reason: str, error: str | None,
     parsed = parse_instance(text, task.type)
     if not isinstance(parsed, ParsedInstance):
         return reject(parsed)
-    if task.type == "A" and normalize(parsed.output) == normalize(parsed.input):
+    if cfg.drop_input_copies and task.type == "A" and normalize(parsed.output) == normalize(parsed.input):
         return reject("output_copies_input")  # small models often echo the input; it teaches nothing
     limit = cfg.instances.max_output_chars
     if limit and len(parsed.output) > limit:

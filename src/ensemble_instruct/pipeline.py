@@ -10,7 +10,7 @@ from typing import Any
 from . import __version__
 from .backends import Backend
 from .config import MemberConfig, RunConfig
-from .ensemble import select_consensus
+from .ensemble import normalize, select_consensus
 from .errors import UserError
 from .instances import generate_instances
 from .instructions import InstructionPool, Round, generate_round
@@ -241,21 +241,36 @@ class Pipeline:
         if not self.cfg.ensemble:
             self.store.add_kept(self._example(inst, cands, 0, "single", []))
             return 1
-        verdict = select_consensus([c.text for c in cands], self.cfg.consensus.threshold, self.cfg.consensus.rule)
-        pairwise = [[i, j, round(s, 6)] for i, j, s in verdict.pairwise]
+        # Small models often answer a type-A task by repeating its input, and two that do so agree with
+        # each other; such an answer is no answer, so it neither votes nor can be chosen.
+        voters = [c for c in cands if not self._copies_input(inst, c.text)]
+        copies = [c.index for c in cands if c not in voters]
+        if len(voters) < 2:
+            return self._reject(inst, cands, "extras_copy_input", None, [], None, copies)
+        verdict = select_consensus([c.text for c in voters], self.cfg.consensus.threshold, self.cfg.consensus.rule)
+        pairwise = [[voters[i].index, voters[j].index, round(s, 6)] for i, j, s in verdict.pairwise]
         if not verdict.kept:
-            self.store.add_rejection(to_json(Rejection(
-                "ensemble", inst.id, verdict.method, inst.type, inst.output, inst.model, verdict.min_score,
-                {"instruction": inst.instruction, "input": inst.input, "candidates": [to_json(c) for c in cands],
-                 "pairwise_rougeL": pairwise, "min_pair": verdict.min_pair})))
-            self.on_event("decided", {"type": inst.type, "kept": False})
-            return 0
-        self.store.add_kept(self._example(inst, cands, verdict.chosen_index, verdict.method, pairwise))
+            min_pair = verdict.min_pair and [voters[i].index for i in verdict.min_pair]
+            return self._reject(inst, cands, verdict.method, verdict.min_score, pairwise, min_pair, copies)
+        chosen = voters[verdict.chosen_index].index
+        self.store.add_kept(self._example(inst, cands, chosen, verdict.method, pairwise, copies))
         self.on_event("decided", {"type": inst.type, "kept": True})
         return 1
 
+    def _copies_input(self, inst: Instance, text: str) -> bool:
+        return self.cfg.drop_input_copies and inst.type == "A" and normalize(text) == normalize(inst.input)
+
+    def _reject(self, inst: Instance, cands: list[Candidate], reason: str, score: float | None, pairwise: list,
+                min_pair: list | None, copies: list[int]) -> int:
+        self.store.add_rejection(to_json(Rejection(
+            "ensemble", inst.id, reason, inst.type, inst.output, inst.model, score,
+            {"instruction": inst.instruction, "input": inst.input, "candidates": [to_json(c) for c in cands],
+             "pairwise_rougeL": pairwise, "min_pair": min_pair, "input_copies": copies})))
+        self.on_event("decided", {"type": inst.type, "kept": False})
+        return 0
+
     def _example(self, inst: Instance, cands: list[Candidate], chosen: int, method: str,
-                 pairwise: list) -> dict[str, Any]:
+                 pairwise: list, copies: list[int] | None = None) -> dict[str, Any]:
         task = self._tasks[inst.task_id]
         authors = {task.model, inst.model, cands[chosen].model}
         return {
@@ -267,7 +282,8 @@ class Pipeline:
                 "instance": {"model": inst.model, "raw_completion": inst.raw_completion},
                 "candidates": [to_json(c) for c in cands],
                 "pairwise_rougeL": pairwise,
-                "selection": {"method": method, "chosen_index": chosen, "chosen_model": cands[chosen].model},
+                "selection": {"method": method, "chosen_index": chosen, "chosen_model": cands[chosen].model,
+                              "input_copies": copies or []},
                 "restricted_terms": sorted(authors & self.restricted),
                 "run": {"method": self.cfg.method, "config_hash": self.cfg.content_hash(), "seed": self.cfg.seed,
                         "version": __version__},
