@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import __version__
@@ -16,6 +16,7 @@ from .instances import generate_instances
 from .instructions import InstructionPool, Round, generate_round
 from .models import REGISTRY
 from .outputs import generate_outputs
+from .prefetch import Prefetch
 from .records import Candidate, Demo, Instance, Rejection, SeedTask, Task, task_from_json, to_json, usage_of
 from .seeds import split_by_type
 from .store import RunStore
@@ -35,6 +36,23 @@ class MemberDown(UserError):
                          "work so far is saved: run the same command again to resume")
 
 
+@dataclass
+class Draft:
+    """A round as the generator left it: its record, accepted tasks, valid instances, the rejections of
+    the others and the stage records not stored yet; or, when stalled, the sign that its type reached
+    the attempt cap."""
+
+    type: str
+    round: int
+    target: int
+    record: dict[str, Any] = field(default_factory=dict)
+    tasks: list[Task] = field(default_factory=list)
+    instances: list[Instance] = field(default_factory=list)
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    unsaved: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (stage, record) made new
+    stalled: bool = False
+
+
 def restricted(member: MemberConfig) -> bool:
     if member.restricted_terms is not None:
         return member.restricted_terms
@@ -46,7 +64,9 @@ class Pipeline:
     """One generation run. Every stage result is looked up in the store before it is computed, so a
     re-run replays finished work from disk and continues where the last run stopped."""
 
-    parallel_extras = True  # extra members answer at the same time, one thread each (False: a baseline)
+    # False for a baseline to measure against: the generator drafts the next round only after the current
+    # one is decided, and the extra members answer one after another
+    parallel_extras = True
 
     def __init__(self, cfg: RunConfig, store: RunStore, backends: dict[str, Backend], seeds: Sequence[SeedTask],
                  demos: dict[str, list[Demo]], on_event: Event = _no_event) -> None:
@@ -96,46 +116,92 @@ class Pipeline:
     # --- the run ------------------------------------------------------------------------------------
 
     def run(self) -> None:
+        """Rounds of each type in turn until its target is met. The generator drafts the next round
+        (instructions and instances) while the other members answer the current one. A drafted round is
+        written to the run directory only when it is used, so what a run stores, keeps and logs does not
+        depend on timing: a round drafted after its type was done leaves no trace."""
+        kept = {t: 0 for t in self.cfg.types}
+        done: set[str] = set()
+        with Prefetch(lambda: self._drafts(done), depth=1 if self.parallel_extras else 0) as drafts:
+            for draft in drafts:
+                t = draft.type
+                if t in done:
+                    continue
+                if draft.stalled:
+                    done.add(t)
+                    self.on_event("type_done", {"type": t, "kept": kept[t], "target": draft.target, "stalled": True})
+                    continue
+                self._publish(draft)
+                kept[t] += self._decide_all(draft.instances, draft.target - kept[t])
+                self._forget(t, draft.round, draft.tasks)
+                if kept[t] >= draft.target:
+                    done.add(t)
+                    self.on_event("type_done", {"type": t, "kept": kept[t], "target": draft.target, "stalled": False})
+
+    def _drafts(self, done: set[str]) -> Iterator[Draft]:
+        """The generator's side, in the producer thread: each type's rounds in turn, until the type is
+        done or its attempt cap is reached. It writes nothing: its new records travel in the draft."""
         pools = {t: InstructionPool(self.cfg.instructions.novelty_threshold) for t in self.cfg.types}
         for t, pool in pools.items():
             for seed in self.seeds[t]:
                 pool.add(seed.instruction)
         synthetic: dict[str, list[Task]] = {t: [] for t in self.cfg.types}
-        kept = {t: 0 for t in self.cfg.types}
         next_round = {t: 0 for t in self.cfg.types}
-        active = list(self.cfg.types)
-        while active:
-            for t in list(active):
+        stalled: set[str] = set()
+        while live := [t for t in self.cfg.types if t not in done and t not in stalled]:
+            for t in live:
                 target = self.cfg.type_config(t).target
                 cap = self.cfg.instructions.max_attempts or 20 * target
-                if kept[t] >= target or next_round[t] * self.cfg.instructions.batch_size >= cap:
-                    active.remove(t)
-                    self.on_event("type_done", {"type": t, "kept": kept[t], "target": target,
-                                                "stalled": kept[t] < target})
+                if next_round[t] * self.cfg.instructions.batch_size >= cap:
+                    stalled.add(t)
+                    yield Draft(t, next_round[t], target, stalled=True)
                     continue
-                tasks = self._instruction_round(t, next_round[t], pools[t], synthetic[t])
-                next_round[t] += 1
+                unsaved: list[tuple[str, dict[str, Any]]] = []
+                record, tasks = self._draft_round(t, next_round[t], pools[t], synthetic[t], unsaved)
                 synthetic[t].extend(tasks)
-                kept[t] += self._finish_tasks(tasks, target - kept[t])
-                self._forget(t, next_round[t] - 1, tasks)
+                instances, rejections = self._write_instances(tasks, unsaved)
+                yield Draft(t, next_round[t], target, record, tasks, instances, rejections, unsaved)
+                next_round[t] += 1
+
+    def _publish(self, draft: Draft) -> None:
+        """A drafted round is used: its new stage records are stored, its drops go into the log and its
+        counts to the progress view."""
+        for stage, record in draft.unsaved:
+            self.store.append(stage, record)
+        for r in (*draft.record["rejections"], *draft.rejections):
+            self.store.add_rejection(r)
+        self.on_event("instructions", {"type": draft.type, "candidates": draft.record["candidates"],
+                                       "accepted": len(draft.tasks)})
+        self.on_event("instances", {"done": len(draft.tasks), "valid": len(draft.instances)})
 
     def _instruction_round(self, t: str, round_no: int, pool: InstructionPool, synthetic: list[Task]) -> list[Task]:
+        """One round of instructions, drafted and published at once (for recipes without a producer)."""
+        unsaved: list[tuple[str, dict[str, Any]]] = []
+        record, tasks = self._draft_round(t, round_no, pool, synthetic, unsaved)
+        for stage, new in unsaved:
+            self.store.append(stage, new)
+        for r in record["rejections"]:
+            self.store.add_rejection(r)
+        self.on_event("instructions", {"type": t, "candidates": record["candidates"], "accepted": len(tasks)})
+        return tasks
+
+    def _draft_round(self, t: str, round_no: int, pool: InstructionPool, synthetic: list[Task],
+                     unsaved: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], list[Task]]:
+        """A round's record and accepted tasks, replayed from disk or made now (then added to unsaved)."""
         stored = self._rounds.get((t, round_no))
         if stored is None:
             result = self._new_round(t, round_no, pool, synthetic, self.writer_for_round(round_no))
             if failed := next((r for r in result.rejections if r.reason == "backend_error"), None):
                 raise MemberDown(result.writer, failed.detail.get("error"))  # the round is not saved
-            stored = self._save_round(result)
+            stored = {**asdict(result), "stage": "instructions"}
+            unsaved.append(("instructions", stored))
             tasks = result.tasks
         else:  # replay: the accepted instructions join the pool in their original order
             tasks = [task_from_json(x) for x in stored["tasks"]]
             for task in tasks:
                 pool.add(task.instruction)
         self._tasks.update((task.id, task) for task in tasks)
-        for r in stored["rejections"]:
-            self.store.add_rejection(r)
-        self.on_event("instructions", {"type": t, "candidates": stored["candidates"], "accepted": len(tasks)})
-        return tasks
+        return stored, tasks
 
     def _new_round(self, t: str, round_no: int, pool: InstructionPool, synthetic: list[Task], writer: str) -> Round:
         return generate_round(t, round_no, self.seeds[t], synthetic, pool, self.backends[writer], self.cfg)
@@ -150,15 +216,8 @@ class Pipeline:
                 for member in self.members:
                     self._outputs.pop((inst["id"], member), None)
 
-    def _save_round(self, result: Round) -> dict[str, Any]:
-        record = asdict(result)
-        record["stage"] = "instructions"
-        self.store.append("instructions", record)
-        return record
-
-    def _finish_tasks(self, tasks: list[Task], room: int) -> int:
-        """Instances, extra outputs and consensus for a round's tasks; returns how many were kept."""
-        instances = self._write_instances(tasks)
+    def _decide_all(self, instances: list[Instance], room: int) -> int:
+        """Extra outputs and consensus for a round's instances; returns how many were kept."""
         candidates = self._extra_outputs(instances)
         kept = 0
         for inst in instances:
@@ -167,7 +226,9 @@ class Pipeline:
             kept += self._decide(inst, candidates.get(inst.id, []))
         return kept
 
-    def _write_instances(self, tasks: list[Task]) -> list[Instance]:
+    def _write_instances(self, tasks: list[Task], unsaved: list[tuple[str, dict[str, Any]]]
+                         ) -> tuple[list[Instance], list[dict[str, Any]]]:
+        """Stage 2 for a round's tasks: the valid instances, and the rejections of the others."""
         todo: dict[str, list[Task]] = {}
         for task in tasks:
             if task.id not in self._instances:
@@ -178,17 +239,11 @@ class Pipeline:
                     raise MemberDown(writer, done.error)  # no record: a resume asks again
                 record = {"task_id": task.id, "member": writer, "usage": usage_of([done])}
                 record["instance" if isinstance(result, Instance) else "rejection"] = to_json(result)
-                self.store.append("instances", record)
+                unsaved.append(("instances", record))
                 self._instances[task.id] = record
-        out = []
-        for task in tasks:
-            record = self._instances[task.id]
-            if "instance" in record:
-                out.append(Instance(**record["instance"]))
-            else:
-                self.store.add_rejection(record["rejection"])
-        self.on_event("instances", {"done": len(tasks), "valid": len(out)})
-        return out
+        records = [self._instances[task.id] for task in tasks]
+        return ([Instance(**r["instance"]) for r in records if "instance" in r],
+                [r["rejection"] for r in records if "rejection" in r])
 
     def _extra_outputs(self, instances: list[Instance]) -> dict[str, list[Candidate]]:
         """Every extra member answers its share at the same time as the others (one thread each)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol, Union
 
@@ -10,6 +12,11 @@ from ..errors import UserError
 
 if TYPE_CHECKING:
     from ..config import MemberConfig
+
+# A thread that works ahead of its consumer (prefetch.Prefetch) sets this to the event that stops it.
+# A backend that can stop in the middle of a completion checks it between tokens and returns an error
+# instead, so stopping does not wait for a long completion that nobody will read.
+cancel_event: ContextVar[threading.Event | None] = ContextVar("cancel_event", default=None)
 
 Message = dict[str, str]
 Prompt = Union[str, list[Message]]

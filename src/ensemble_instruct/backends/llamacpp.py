@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import UserError
-from . import Completion, GenParams, Prompt, cut_at_stop, params_for
+from . import Completion, GenParams, Prompt, cancel_event, cut_at_stop, params_for
 
 if TYPE_CHECKING:
     from ..config import MemberConfig
@@ -104,7 +104,10 @@ class LlamaCppBackend:
     def _one(self, prompt: Prompt, params: GenParams) -> Completion:
         started = time.perf_counter()
         text = self.render(prompt)
+        cancel = cancel_event.get()
         with self._lock:
+            if cancel is not None and cancel.is_set():
+                return Completion("", "error", error="cancelled")
             try:
                 tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
                 room = self._llm.n_ctx() - len(tokens)
@@ -124,9 +127,12 @@ class LlamaCppBackend:
                     stop=list(params.stop),
                     seed=params.seed,
                     logits_processor=self._min_tokens(len(tokens), params.min_new_tokens),
+                    stopping_criteria=self._until(cancel),
                 )
             except (RuntimeError, ValueError) as err:
                 return Completion("", "error", error=f"{type(err).__name__}: {err}")
+        if cancel is not None and cancel.is_set():  # cut short: not a real completion
+            return Completion("", "error", error="cancelled")
         choice, usage = out["choices"][0], out["usage"]
         # llama.cpp applies stop strings itself; cut again in case a stop spans a token boundary oddly
         body, _ = cut_at_stop(choice["text"], params.stop)
@@ -173,6 +179,14 @@ class LlamaCppBackend:
         aligned = min(shared, prompt_len - 1) // _BLOCK * _BLOCK
         slot.n_tokens = min(slot.n_tokens, aligned)
         return aligned
+
+    @staticmethod
+    def _until(cancel: threading.Event | None):
+        if cancel is None:
+            return None
+        from llama_cpp import StoppingCriteriaList
+
+        return StoppingCriteriaList([lambda input_ids, scores: cancel.is_set()])
 
     def _min_tokens(self, prompt_len: int, min_new: int):
         """Ban end-of-sequence until min_new tokens exist; stop strings still apply from the first token."""

@@ -13,13 +13,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from . import BackendError, Completion, GenParams, Prompt, cut_at_stop, params_for
+from . import BackendError, Completion, GenParams, Prompt, cancel_event, cut_at_stop, params_for
 
 if TYPE_CHECKING:
     from ..config import MemberConfig
@@ -125,7 +126,8 @@ class HttpBackend:
         # One request per prompt: futures[i] carries prompts[i] and nothing else, so a response
         # can only ever be attached to the prompt it was sent for.
         futures = [self._pool.submit(self._safe_one, p, gp) for p, gp in zip(prompts, params_for(prompts, params))]
-        return [f.result() for f in futures]
+        cancel = cancel_event.get()
+        return [_wait(f, cancel) for f in futures]
 
     def close(self) -> None:
         if not self._closed:
@@ -290,6 +292,20 @@ class HttpBackend:
         if retry_after is not None:
             return min(retry_after, MAX_RETRY_AFTER_S)
         return min(MAX_BACKOFF_S, self.backoff_base_s * 2**attempt) * self._random.uniform(0.5, 1.0)
+
+
+def _wait(future: Future, cancel: threading.Event | None) -> Completion:
+    """A request's completion; when the caller is cancelled, an error at once (a request in flight ends
+    on its own, and its answer is not used)."""
+    while cancel is not None and not cancel.is_set():
+        try:
+            return future.result(timeout=0.1)
+        except FutureTimeout:
+            continue
+    if cancel is None:
+        return future.result()
+    future.cancel()
+    return Completion("", "error", error="cancelled")
 
 
 def _choice_text(data: dict[str, Any], chat: bool) -> tuple[str, str | None]:
