@@ -1,0 +1,417 @@
+"""LoRA fine-tuning of a small base model on a run's kept examples, resumable after a kill.
+
+The prompt format, the hyperparameters and the seed are stored with every adapter (training_record.json), so
+an evaluation reads them back instead of guessing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .errors import UserError
+from .models import cache_dir, resolve_model, sha256_of
+from .store import KEPT, read_jsonl
+
+DEFAULT_BASE = "gemma-3-270m"
+RECORD = "training_record.json"
+CHECKPOINT = "checkpoint"
+# A plain instruction/input/response template, no system text: the same for training and evaluation.
+PROMPT_FORMAT = "### Instruction:\n{instruction}\n\n[### Input:\n{input}\n\n]### Response:\n{output}<eos>"
+
+
+def format_prompt(instruction: str, input_text: str = "") -> str:
+    """The text before the response; the input block is left out when there is no input."""
+    text = f"### Instruction:\n{instruction.strip()}\n\n"
+    if input_text.strip():
+        text += f"### Input:\n{input_text.strip()}\n\n"
+    return text + "### Response:\n"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that changes the adapter a training run makes."""
+
+    base: str = DEFAULT_BASE
+    epochs: float = 3.0
+    max_steps: int | None = None  # optimizer steps; overrides epochs
+    learning_rate: float = 2e-4
+    warmup_ratio: float = 0.03  # linear warm-up, then linear decay to 0
+    batch_size: int = 8  # examples per optimizer step
+    micro_batch_size: int = 2  # examples per forward pass (memory: the 262k-word vocabulary's logits)
+    max_length: int = 512  # prompt + response tokens; longer examples lose the end of their response
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str = "all-linear"  # every linear layer of attention and MLP, not the output head
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    save_every: int = 25  # optimizer steps between checkpoints
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.micro_batch_size:
+            raise UserError(f"batch size {self.batch_size} is not a multiple of the micro batch {self.micro_batch_size}")
+        for name in ("batch_size", "micro_batch_size", "max_length", "lora_r", "save_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"train: {name} must be at least 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError("train: --max-steps must be at least 1")
+
+    def content_hash(self, data_hash: str) -> str:
+        blob = json.dumps({"config": {k: v for k, v in asdict(self).items() if k != "save_every"},
+                           "data": data_hash, "prompt_format": PROMPT_FORMAT}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# -- base models --------------------------------------------------------------------------------------
+
+
+@dataclass
+class BaseModel:
+    spec: str  # what the user named: a registry name, a GGUF file or an HF model folder
+    identity: str  # content hash: the same weights give the same identity, wherever they lie
+    hf_dir: Path  # an HF-format folder transformers loads quickly
+
+
+def _hf_dir_identity(folder: Path) -> str:
+    """Weights of a local HF folder are identified by its config and the size and time of its weight files."""
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        stat = path.stat()
+        digest.update(f"{path.name} {stat.st_size} {stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def resolve_base(spec: str) -> BaseModel:
+    """A registry name, a local GGUF file, "hf:REPO/FILE.gguf" or a local HF model folder → an HF folder.
+    A GGUF is dequantized by transformers once and cached as safetensors: the conversion takes most of a
+    minute for Gemma's 262k-word vocabulary, loading the cached folder a few seconds."""
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise UserError(f"{spec}: a folder without config.json is not a model folder")
+        return BaseModel(spec, _hf_dir_identity(folder), folder)
+    gguf_path, info = resolve_model(spec)
+    sha = info.sha256 if info is not None else sha256_of(gguf_path)
+    target = cache_dir().parent / "hf" / f"{gguf_path.stem}-{sha[:12]}"
+    if not (target / "done").is_file():
+        _convert_gguf(gguf_path, target)
+    return BaseModel(spec, sha[:16], target)
+
+
+def _convert_gguf(gguf_path: Path, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                     dtype=torch.float32)
+    except (ValueError, KeyError, NotImplementedError) as err:  # an architecture transformers cannot read
+        raise UserError(f"{gguf_path}: transformers cannot load this GGUF ({err})") from None
+    # the weights are already dequantized; the GGUF marker would only stop save_pretrained
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    (partial / "done").write_text(f"{gguf_path.name}\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(base: BaseModel):
+    """The base model (fp32 on CPU, bf16 on a GPU) and its tokenizer, with a pad token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base.hf_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if device() == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base.hf_dir, dtype=dtype).to(device())
+    return model, tokenizer
+
+
+# -- data ---------------------------------------------------------------------------------------------
+
+
+def load_examples(run_dir: Path) -> tuple[list[dict[str, str]], str]:
+    """The kept examples of a run (instruction, input, output) and a hash of exactly that content."""
+    path = Path(run_dir) / KEPT
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; train reads the kept data set of a generation run")
+    examples = []
+    for number, record in enumerate(read_jsonl(path), start=1):
+        for name in ("instruction", "input", "output"):
+            if not isinstance(record.get(name), str):
+                raise UserError(f"{path}:{number}: field {name}: missing or not a string")
+        examples.append({k: record[k] for k in ("instruction", "input", "output")})
+    if not examples:
+        raise UserError(f"{path}: holds no kept examples to train on")
+    blob = json.dumps(examples, sort_keys=True, ensure_ascii=False)
+    return examples, hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def tokenize_example(tokenizer, example: dict[str, str], max_length: int) -> tuple[list[int], list[int]] | None:
+    """Token ids and labels (-100 on the prompt, so the loss is on the response only), or None when the
+    prompt alone fills max_length."""
+    prompt = tokenizer(format_prompt(example["instruction"], example["input"]))["input_ids"]
+    response = tokenizer(example["output"].strip(), add_special_tokens=False)["input_ids"]
+    ids = (prompt + response + [tokenizer.eos_token_id])[:max_length]
+    if len(ids) <= len(prompt):
+        return None
+    return ids, [-100] * len(prompt) + ids[len(prompt):]
+
+
+def example_order(n_examples: int, step: int, batch_size: int, seed: int) -> list[int]:
+    """Indices of the examples of one optimizer step: epochs are seeded shuffles laid end to end, so the
+    order is a function of the step alone and a resumed run sees the same batches."""
+    start = step * batch_size
+    picked = []
+    for position in range(start, start + batch_size):
+        epoch, offset = divmod(position, n_examples)
+        order = list(range(n_examples))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        picked.append(order[offset])
+    return picked
+
+
+def collate(rows: list[tuple[list[int], list[int]]], pad_id: int):
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id)
+    labels = torch.full((len(rows), width), -100)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row_ids, row_labels) in enumerate(rows):
+        ids[i, :len(row_ids)] = torch.tensor(row_ids)
+        labels[i, :len(row_labels)] = torch.tensor(row_labels)
+        mask[i, :len(row_ids)] = 1
+    return ids, labels, mask
+
+
+def total_steps(cfg: TrainConfig, n_examples: int) -> int:
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * n_examples / cfg.batch_size))
+
+
+def learning_rate(cfg: TrainConfig, step: int, steps: int) -> float:
+    """Linear warm-up, then linear decay to 0; a function of the step, so nothing to restore on resume."""
+    warmup = max(1, round(cfg.warmup_ratio * steps))
+    if step < warmup:
+        return cfg.learning_rate * (step + 1) / warmup
+    return cfg.learning_rate * max(0.0, (steps - step) / max(1, steps - warmup))
+
+
+# -- the run ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done
+    losses: list[dict[str, float]] = field(default_factory=list)  # one {step, loss, lr} per step
+    seconds: float = 0.0
+
+
+def default_out(run_dir: Path, base: str) -> Path:
+    return Path(run_dir) / f"adapter-{Path(base).name.removesuffix('.gguf')}"
+
+
+def train(run_dir: Path, cfg: TrainConfig, out_dir: Path | None = None, console: Console | None = None,
+          force: bool = False) -> dict[str, Any]:
+    """Fine-tune cfg.base with LoRA on RUN_DIR/data.jsonl into out_dir; resume a killed run from its last
+    checkpoint; return the training record (at once if this training is already finished)."""
+    examples, data_hash = load_examples(run_dir)
+    out_dir = Path(out_dir) if out_dir else default_out(run_dir, cfg.base)
+    run_hash = cfg.content_hash(data_hash)
+    if (record := _finished_record(out_dir, run_hash, force)) is not None:
+        return record
+    base = resolve_base(cfg.base)
+    import torch
+
+    torch.manual_seed(cfg.seed)  # LoRA's initial weights and dropout
+    model, tokenizer = load_model(base)
+    peft_model = _with_lora(model, cfg)
+    rows = [tokenize_example(tokenizer, e, cfg.max_length) for e in examples]
+    usable = [r for r in rows if r is not None]
+    if not usable:
+        raise UserError(f"{run_dir}: every example's prompt is longer than max_length {cfg.max_length}")
+    steps = total_steps(cfg, len(usable))
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
+                                  lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    state = _resume(out_dir / CHECKPOINT, run_hash, peft_model, optimizer)
+    resumed_from = state.step
+    if console is not None and resumed_from:
+        console.print(f"resuming training in {out_dir} from step {resumed_from} of {steps}")
+    _run_steps(peft_model, optimizer, tokenizer, usable, cfg, state, steps, out_dir, run_hash, console)
+    peft_model.save_pretrained(out_dir)
+    _write_loss_curve(out_dir, state.losses)
+    record = {
+        "finished": True, "run_hash": run_hash, "base": base.spec, "base_identity": base.identity,
+        "data": {"path": str(Path(run_dir) / KEPT), "hash": data_hash, "examples": len(examples),
+                 "trained_on": len(usable), "skipped_prompt_too_long": len(rows) - len(usable),
+                 "response_truncated": sum(1 for r, e in zip(rows, examples) if r and r[0][-1] != tokenizer.eos_token_id)},
+        "prompt_format": PROMPT_FORMAT, "loss": "response tokens only (the prompt's labels are -100)",
+        "hyperparameters": asdict(cfg), "steps": steps, "resumed_from_step": resumed_from,
+        "final_loss": state.losses[-1]["loss"], "seconds": round(state.seconds, 1), "device": device(),
+        "threads": torch.get_num_threads(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (out_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    shutil.rmtree(out_dir / CHECKPOINT, ignore_errors=True)  # the adapter and the record replace it
+    return record
+
+
+def _finished_record(out_dir: Path, run_hash: str, force: bool) -> dict[str, Any] | None:
+    """The record of a finished training of these settings, or None; a folder holding another training
+    is refused (resuming it would mix two runs)."""
+    if force:
+        shutil.rmtree(out_dir / CHECKPOINT, ignore_errors=True)
+        (out_dir / RECORD).unlink(missing_ok=True)
+        return None
+    for path in (out_dir / RECORD, out_dir / CHECKPOINT / "state.json"):
+        if path.is_file():
+            found = json.loads(path.read_text())
+            if found.get("run_hash") != run_hash:
+                raise UserError(f"{out_dir}: holds a training with other data or settings; "
+                                "use another --out, or --force to start over there")
+            return found if path.name == RECORD else None
+    return None
+
+
+def _with_lora(model, cfg: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def _run_steps(peft_model, optimizer, tokenizer, rows, cfg: TrainConfig, state: TrainState, steps: int,
+               out_dir: Path, run_hash: str, console: Console | None) -> None:
+    import torch
+
+    peft_model.train()
+    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=console is None)
+    with progress:
+        bar = progress.add_task("train", total=steps, completed=state.step, info="")
+        while state.step < steps:
+            started = time.monotonic()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, state.step, steps)
+            batch = [rows[i] for i in example_order(len(rows), state.step, cfg.batch_size, cfg.seed)]
+            loss = _accumulate(peft_model, batch, cfg, tokenizer.pad_token_id)
+            torch.nn.utils.clip_grad_norm_([p for p in peft_model.parameters() if p.requires_grad], cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.seconds += time.monotonic() - started
+            state.losses.append({"step": state.step, "loss": round(loss, 6), "lr": optimizer.param_groups[0]["lr"]})
+            rate = state.step * cfg.batch_size / max(state.seconds, 1e-9)
+            progress.update(bar, advance=1, info=f"loss {loss:.3f} · {rate:.2f} examples/s")
+            if state.step % cfg.save_every == 0 and state.step < steps:
+                _save_checkpoint(out_dir / CHECKPOINT, run_hash, peft_model, optimizer, state)
+
+
+def _accumulate(peft_model, batch, cfg: TrainConfig, pad_id: int) -> float:
+    """Forward and backward over micro batches; the loss is the mean over all response tokens of the batch,
+    so a short answer weighs as much per token as a long one, whatever the micro batch split."""
+    import torch
+
+    n_tokens = sum(sum(1 for t in labels[1:] if t != -100) for _, labels in batch)
+    total = 0.0
+    for start in range(0, len(batch), cfg.micro_batch_size):
+        ids, labels, mask = (t.to(peft_model.device) for t in collate(batch[start:start + cfg.micro_batch_size], pad_id))
+        logits = peft_model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        target = labels[:, 1:]
+        loss_sum = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
+                                                     ignore_index=-100, reduction="sum")
+        (loss_sum / n_tokens).backward()
+        total += loss_sum.item()
+    return total / n_tokens
+
+
+def _save_checkpoint(folder: Path, run_hash: str, peft_model, optimizer, state: TrainState) -> None:
+    """Adapter, optimizer, random state and loss curve, written beside the old checkpoint and swapped in
+    with renames: a kill at any moment leaves one whole checkpoint."""
+    import torch
+
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    peft_model.save_pretrained(partial)
+    torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+               partial / "trainer.pt")
+    (partial / "state.json").write_text(json.dumps({"run_hash": run_hash, **asdict(state)}) + "\n")
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(partial, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    _write_loss_curve(folder.parent, state.losses)
+
+
+def _resume(folder: Path, run_hash: str, peft_model, optimizer) -> TrainState:
+    """The state of the last checkpoint (its adapter weights loaded), or a fresh one."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    old = folder.with_name(folder.name + ".old")
+    if not folder.exists() and old.exists():  # killed between the two renames
+        os.replace(old, folder)
+    if not (folder / "state.json").is_file():
+        return TrainState()
+    saved = json.loads((folder / "state.json").read_text())
+    if saved.pop("run_hash") != run_hash:
+        raise UserError(f"{folder}: a checkpoint of another training; use another --out or --force")
+    set_peft_model_state_dict(peft_model, load_file(folder / "adapter_model.safetensors", device=str(peft_model.device)))
+    trainer = torch.load(folder / "trainer.pt", weights_only=False)
+    optimizer.load_state_dict(trainer["optimizer"])
+    torch.set_rng_state(trainer["torch_rng"])
+    if trainer["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(trainer["cuda_rng"])
+    return TrainState(**saved)
+
+
+def _write_loss_curve(out_dir: Path, losses: list[dict[str, float]]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "loss_curve.json").write_text(json.dumps(losses) + "\n")
+    with open(out_dir / "loss_curve.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["step", "loss", "lr"])
+        writer.writeheader()
+        writer.writerows(losses)
+
+
+def read_record(adapter_dir: Path) -> dict[str, Any] | None:
+    """The training record of an adapter folder made by train, or None for anything else."""
+    path = Path(adapter_dir) / RECORD
+    if not (path.is_file() and (Path(adapter_dir) / "adapter_config.json").is_file()):
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: not valid JSON") from None
+
