@@ -143,9 +143,15 @@ def device() -> str:
 
 def load_model(base: BaseModel):
     """The base model (fp32 on CPU, bf16 on a GPU) and its tokenizer, with a pad token."""
+    import warnings
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own bars say what is going on
+    # PEFT 0.21 calls a transformers method that transformers 5 deprecates; nothing for users to act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     tokenizer = AutoTokenizer.from_pretrained(base.hf_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -1,0 +1,115 @@
+"""The paper's ablation on a laptop: three data sets from the same seeds and models (Ensemble-Instruct, its
+single-output ablation, the Self-Instruct recipe), one base fine-tuned on each with the same budget, and every
+model scored beside the zero-shot base. Each step is skipped when its output exists, so a rerun resumes."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from .config import RunConfig, load_config
+from .evaluation import MAX_NEW_TOKENS, evaluate
+from .run import run_generation
+from .store import KEPT, read_jsonl
+from .train import TrainConfig, train
+
+# name → (what the paper's table calls it, the configuration fields that make it)
+DATA_SETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ensemble-instruct": ("Ensemble-Instruct (EO: consensus of the ensemble)", {"method": "ensemble-instruct"}),
+    "single-output": ("Ensemble-Instruct, single output (SO: --no-ensemble)",
+                      {"method": "ensemble-instruct", "ensemble": False}),
+    "self-instruct": ("Self-Instruct recipe, same models", {"method": "self-instruct"}),
+}
+
+
+def data_configs(config_path: Path | None, overrides: dict[str, Any]) -> dict[str, RunConfig]:
+    """One run configuration per data set: the user's settings with each data set's own fields on top."""
+    return {name: load_config(config_path, overrides | fields) for name, (_, fields) in DATA_SETS.items()}
+
+
+def _generated(run_dir: Path, cfg: RunConfig) -> bool:
+    """A finished run of this configuration: run_generation writes summary.json last."""
+    manifest = run_dir / "manifest.json"
+    return ((run_dir / "summary.json").is_file() and manifest.is_file()
+            and json.loads(manifest.read_text()).get("config_hash") == cfg.content_hash())
+
+
+def shared_budget(cfg: TrainConfig, configs: dict[str, RunConfig]) -> TrainConfig:
+    """Every data set gets the same number of optimizer steps: the epochs over the target size, so a data
+    set that kept fewer examples sees them more often instead of being trained less."""
+    if cfg.max_steps is not None:
+        return cfg
+    target = max(c.target() for c in configs.values())
+    return replace(cfg, max_steps=max(1, math.ceil(cfg.epochs * target / cfg.batch_size)))
+
+
+def compare(out_dir: Path, train_cfg: TrainConfig, task_files: list[Path], config_path: Path | None = None,
+            overrides: dict[str, Any] | None = None, limit: int | None = None,
+            max_new_tokens: int = MAX_NEW_TOKENS, console: Console | None = None,
+            cache: Path | None = None) -> dict[str, Any]:
+    """Generate, train and evaluate each data set; write compare.json and compare.md into out_dir."""
+    out_dir = Path(out_dir)
+    configs = data_configs(config_path, overrides or {})
+    budget = shared_budget(train_cfg, configs)
+    rows: list[dict[str, Any]] = []
+    zero_shot: dict[str, Any] | None = None
+    for name, cfg in configs.items():
+        run_dir = out_dir / "data" / name
+        if not _generated(run_dir, cfg):
+            _say(console, f"[bold]{name}[/bold]: generating into {run_dir}")
+            run_generation(cfg, run_dir, console=console)
+        kept = sum(1 for _ in read_jsonl(run_dir / KEPT))
+        if not kept:
+            rows.append({"data_set": name, "label": DATA_SETS[name][0], "examples": 0, "scores": None})
+            continue
+        adapter = out_dir / "adapters" / name
+        _say(console, f"[bold]{name}[/bold]: {kept} examples; training {budget.base} into {adapter}")
+        record = train(run_dir, budget, adapter, console=console)
+        result = evaluate(str(adapter), task_files, limit, max_new_tokens, cache=cache, console=console)
+        base_label, tuned_label = result["subjects"]
+        if zero_shot is None:
+            zero_shot = {f: s[base_label] for f, s in result["files"].items()}
+        rows.append({"data_set": name, "label": DATA_SETS[name][0], "examples": kept,
+                     "final_loss": record["final_loss"], "steps": record["steps"],
+                     "scores": {f: s[tuned_label] for f, s in result["files"].items()}})
+    if zero_shot is None:  # nothing to train on: the base alone still gets its row
+        zero_shot = {f: s[f"{budget.base} (zero-shot)"]
+                     for f, s in evaluate(budget.base, task_files, limit, max_new_tokens, cache=cache,
+                                               console=console)["files"].items()}
+    table = {"base": budget.base, "training": budget.__dict__, "limit": limit, "max_new_tokens": max_new_tokens,
+             "task_files": [str(f) for f in task_files],
+             "rows": [{"data_set": "none", "label": f"{budget.base}, zero-shot", "examples": 0, "scores": zero_shot}]
+             + rows}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "compare.json").write_text(json.dumps(table, indent=2) + "\n")
+    (out_dir / "compare.md").write_text(to_markdown(table))
+    return table
+
+
+def to_markdown(table: dict[str, Any]) -> str:
+    """The ablation table: one row per training set, Rouge-L per task file and their mean."""
+    names = [Path(f).stem for f in table["task_files"]]
+    lines = [f"| training data | examples | {' | '.join(names)} | average |",
+             "|---" * (len(names) + 3) + "|"]
+    for row in table["rows"]:
+        if row["scores"] is None:
+            lines.append(f"| {row['label']} | 0 | " + " | ".join("-" for _ in names) + " | - |")
+            continue
+        values = [row["scores"][f]["overall"] for f in table["task_files"]]
+        cells = " | ".join(f"{v:.1f}" for v in values)
+        lines.append(f"| {row['label']} | {row['examples']} | {cells} | {sum(values) / len(values):.1f} |")
+    settings = (f"Rouge-L (x100, stemmed, max over references) of greedy answers, at most {table['max_new_tokens']} "
+                f"new tokens; base {table['base']}, LoRA, {table['training']['max_steps']} steps of "
+                f"{table['training']['batch_size']} examples for every data set"
+                + (f"; first {table['limit']} items of each task file" if table["limit"] else "") + ".")
+    return "\n".join(lines) + "\n\n" + settings + "\n"
+
+
+def _say(console: Console | None, text: str) -> None:
+    if console is not None:
+        console.print(text)

@@ -1,0 +1,291 @@
+"""Rouge-L of a model's greedy answers to held-out tasks, SuperNI-style, per task and overall.
+
+A model is a base model (registry name, GGUF file, HF folder) or an adapter folder made by `train`; an
+adapter is scored beside its untuned base, zero-shot, in the same prompt format. Answers are cached per item
+under the model's identity and the task file's hash, so a base is scored once and a killed evaluation resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .errors import UserError
+from .models import cache_dir
+from .train import PROMPT_FORMAT, format_prompt, load_model, read_record, resolve_base
+
+MAX_NEW_TOKENS = 128  # SuperNI's own evaluation limit for targets
+METRIC = "rouge_score rougeL F-measure, use_stemmer=True, default tokenizer; max over references, mean, x100"
+# The template's own header ends an answer that runs on into a new example (base models do).
+STOP_STRINGS = ("### Instruction:", "### Input:", "### Response:")
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    task: str
+    instruction: str
+    input: str
+    references: tuple[str, ...]
+
+
+def _field(path: Path, number: int, record: dict[str, Any], name: str, kind: type) -> Any:
+    value = record.get(name)
+    if value is None:
+        raise UserError(f"{path}:{number}: field {name}: missing")
+    if not isinstance(value, kind):
+        raise UserError(f"{path}:{number}: field {name}: must be a {kind.__name__}")
+    return value
+
+
+def _items_of(path: Path, number: int, record: dict[str, Any]) -> list[EvalItem]:
+    """One line in either shape: SuperNI-like (definition, input, references) or user-oriented
+    (instruction, instances: [{input, output}])."""
+    if "definition" in record:
+        refs = _field(path, number, record, "references", list)
+        if not refs or not all(isinstance(r, str) for r in refs):
+            raise UserError(f"{path}:{number}: field references: must be a non-empty list of strings")
+        task = record.get("task") or record.get("id") or f"line {number}"
+        return [EvalItem(str(task), _field(path, number, record, "definition", str),
+                         _field(path, number, record, "input", str), tuple(refs))]
+    if "instruction" in record or "instances" in record:
+        instruction = _field(path, number, record, "instruction", str)
+        instances = _field(path, number, record, "instances", list)
+        task = str(record.get("task") or record.get("id") or f"line {number}")
+        items = []
+        for i, instance in enumerate(instances):
+            if not isinstance(instance, dict):
+                raise UserError(f"{path}:{number}: field instances[{i}]: must be an object")
+            for name in ("input", "output"):
+                if not isinstance(instance.get(name), str):
+                    raise UserError(f"{path}:{number}: field instances[{i}].{name}: missing or not a string")
+            items.append(EvalItem(task, instruction, instance["input"], (instance["output"],)))
+        return items
+    raise UserError(f"{path}:{number}: field definition: missing (or instruction and instances)")
+
+
+def load_tasks(path: Path) -> list[EvalItem]:
+    """Every evaluation item of a JSONL task file; errors name the file, the line and the field."""
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such task file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot read ({err})") from None
+    items: list[EvalItem] = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{number}: must be a JSON object")
+        items.extend(_items_of(path, number, record))
+    if not items:
+        raise UserError(f"{path}: holds no evaluation items")
+    return items
+
+
+def select(items: list[EvalItem], limit: int | None) -> list[int]:
+    """Indices of the items to score: all, or the first `limit` taken in turn from each task, so a small
+    limit still covers every task."""
+    if limit is None or limit >= len(items):
+        return list(range(len(items)))
+    by_task: dict[str, list[int]] = defaultdict(list)
+    for index, item in enumerate(items):
+        by_task[item.task].append(index)
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < limit:
+        for indices in by_task.values():
+            if depth < len(indices) and len(chosen) < limit:
+                chosen.append(indices[depth])
+        depth += 1
+    return sorted(chosen)
+
+
+_scorer = None
+
+
+def rouge_l(prediction: str, references: tuple[str, ...] | list[str]) -> float:
+    """Rouge-L F-measure (stemmed) of a prediction against its best reference, in 0..1."""
+    global _scorer
+    if _scorer is None:
+        from rouge_score import rouge_scorer
+
+        _scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return max(_scorer.score(ref, prediction)["rougeL"].fmeasure for ref in references)
+
+
+def cut_answer(text: str) -> str:
+    """The answer up to the template's next header, stripped."""
+    for stop in STOP_STRINGS:
+        text = text.split(stop, 1)[0]
+    return text.strip()
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# -- the model under test -------------------------------------------------------------------------------
+
+
+@dataclass
+class Subject:
+    """A model to score: a label for tables and the identity its cached answers are filed under."""
+
+    label: str
+    identity: str
+    adapter: bool
+
+
+def open_subjects(spec: str):
+    """Load MODEL once; return (model, tokenizer, subjects): the model itself and, for an adapter, its base."""
+    record = read_record(Path(spec)) if Path(spec).is_dir() else None
+    if record is None:
+        if Path(spec).is_dir() and (Path(spec) / "adapter_config.json").is_file():
+            raise UserError(f"{spec}: an adapter folder without training_record.json; evaluate adapters made by train")
+        base = resolve_base(spec)
+        model, tokenizer = load_model(base)
+        return model, tokenizer, [Subject(f"{spec} (zero-shot)", base.identity, False)]
+    from peft import PeftModel
+
+    base = resolve_base(record["base"])
+    model, tokenizer = load_model(base)
+    tuned = PeftModel.from_pretrained(model, spec)
+    adapter_hash = hashlib.sha256((Path(spec) / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
+    return tuned, tokenizer, [Subject(f"{record['base']} (zero-shot)", base.identity, False),
+                              Subject(Path(spec).name, f"{base.identity}+{adapter_hash}", True)]
+
+
+def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+                     on_batch=lambda n: None) -> list[str]:
+    """Greedy answers, batched with left padding; prompts of similar length go together."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers: list[str] = [""] * len(prompts)
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True).to(model.device)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                 stop_strings=list(STOP_STRINGS), tokenizer=tokenizer,
+                                 pad_token_id=tokenizer.pad_token_id, top_p=None, top_k=None, temperature=None)
+        for i, row in zip(chunk, out[:, enc["input_ids"].shape[1]:]):
+            answers[i] = cut_answer(tokenizer.decode(row, skip_special_tokens=True))
+        on_batch(len(chunk))
+    return answers
+
+
+# -- caching and scoring ---------------------------------------------------------------------------------
+
+
+def default_cache() -> Path:
+    return cache_dir().parent / "evaluations"
+
+
+def _cache_file(cache: Path, subject: Subject, tasks_hash: str, max_new_tokens: int) -> Path:
+    settings = hashlib.sha256(json.dumps([PROMPT_FORMAT, max_new_tokens, STOP_STRINGS]).encode()).hexdigest()[:8]
+    return cache / f"{subject.identity.replace('+', '-')}-{tasks_hash}-{settings}.jsonl"
+
+
+def _cached(path: Path) -> dict[int, str]:
+    answers: dict[int, str] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill: that item is answered again
+                continue
+            answers[row["index"]] = row["prediction"]
+    return answers
+
+
+def score(items: list[EvalItem], indices: list[int], answers: dict[int, str]) -> dict[str, Any]:
+    """Per-task and overall mean Rouge-L x100 of the chosen items."""
+    per_task: dict[str, list[float]] = defaultdict(list)
+    for i in indices:
+        per_task[items[i].task].append(rouge_l(answers[i], items[i].references))
+    every = [s for scores in per_task.values() for s in scores]
+    return {"overall": round(100 * sum(every) / len(every), 2), "n": len(every),
+            "tasks": {t: {"rougeL": round(100 * sum(s) / len(s), 2), "n": len(s)} for t, s in per_task.items()}}
+
+
+def evaluate(spec: str, task_files: list[Path], limit: int | None = None, max_new_tokens: int = MAX_NEW_TOKENS,
+             batch_size: int = 8, cache: Path | None = None, console: Console | None = None) -> dict[str, Any]:
+    """Score MODEL (and, for an adapter, its zero-shot base) on each task file; answers come from the cache
+    where they exist."""
+    if not task_files:
+        raise UserError("evaluate: give at least one --tasks FILE")
+    files = [(Path(f), load_tasks(Path(f))) for f in task_files]  # bad files fail before a model loads
+    cache = Path(cache) if cache else default_cache()
+    cache.mkdir(parents=True, exist_ok=True)
+    model, tokenizer, subjects = open_subjects(spec)
+    results: dict[str, Any] = {"model": spec, "max_new_tokens": max_new_tokens, "decoding": "greedy",
+                               "prompt_format": PROMPT_FORMAT, "metric": METRIC, "limit": limit,
+                               "subjects": [s.label for s in subjects], "files": {}}
+    for path, items in files:
+        indices = select(items, limit)
+        scores = {}
+        for subject in subjects:
+            answers = _answer(model, tokenizer, subject, items, indices, file_hash(path), max_new_tokens,
+                              batch_size, cache, console, f"{subject.label} on {path.name}")
+            scores[subject.label] = score(items, indices, answers)
+        results["files"][str(path)] = scores
+    return results
+
+
+def _answer(model, tokenizer, subject: Subject, items: list[EvalItem], indices: list[int], tasks_hash: str,
+            max_new_tokens: int, batch_size: int, cache: Path, console: Console | None, label: str) -> dict[int, str]:
+    path = _cache_file(cache, subject, tasks_hash, max_new_tokens)
+    answers = _cached(path)
+    todo = [i for i in indices if i not in answers]
+    if not todo:
+        return answers
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, disable=console is None)
+    with progress, open(path, "a", encoding="utf-8") as fh:
+        bar = progress.add_task(label, total=len(indices), completed=len(indices) - len(todo))
+        for start in range(0, len(todo), batch_size * 4):  # written as it goes: a kill keeps what was done
+            block = todo[start:start + batch_size * 4]
+            prompts = [format_prompt(items[i].instruction, items[i].input) for i in block]
+            if subject.adapter:
+                texts = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size,
+                                         lambda n: progress.advance(bar, n))
+            else:
+                with _base_only(model):
+                    texts = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size,
+                                             lambda n: progress.advance(bar, n))
+            for i, text in zip(block, texts):
+                answers[i] = text
+                fh.write(json.dumps({"index": i, "prediction": text}, ensure_ascii=False) + "\n")
+            fh.flush()
+    return answers
+
+
+class _base_only:
+    """The base model's own answers: a PEFT model's adapter switched off, anything else as it is."""
+
+    def __init__(self, model) -> None:
+        self.context = model.disable_adapter() if hasattr(model, "disable_adapter") else None
+
+    def __enter__(self) -> None:
+        if self.context is not None:
+            self.context.__enter__()
+
+    def __exit__(self, *exc) -> None:
+        if self.context is not None:
+            self.context.__exit__(*exc)

