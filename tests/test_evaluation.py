@@ -1,0 +1,173 @@
+"""Evaluation: the metric on hand-worked strings, both task-file shapes, errors that name file, line and
+field, and a real adapter scored beside its zero-shot base with answers taken from the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from ensemble_instruct import evaluation  # noqa: E402
+from ensemble_instruct.errors import UserError  # noqa: E402
+from ensemble_instruct.evaluation import EvalItem, cut_answer, load_tasks, rouge_l, score, select  # noqa: E402
+
+SHIPPED = Path(str(files("ensemble_instruct") / "data" / "eval_tasks.jsonl"))
+
+
+def write(path: Path, *lines) -> Path:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+# -- the metric, worked by hand -------------------------------------------------------------------------
+
+
+def test_rouge_l_is_the_f_measure_of_the_longest_common_subsequence():
+    # LCS 3 tokens; precision 3/3, recall 3/6: F = 2 * 1 * 0.5 / 1.5
+    assert rouge_l("the cat sat", ["the cat sat on the mat"]) == pytest.approx(2 / 3)
+    # the default tokenizer lowercases and splits on anything not alphanumeric
+    assert rouge_l("The CAT, sat!", ["the cat sat"]) == pytest.approx(1.0)
+
+
+def test_rouge_l_stems():
+    # running/runs -> run, dogs -> dog: LCS 1 of 2 and 3 tokens, F = 2 * (1/2) * (1/3) / (1/2 + 1/3) = 0.4
+    assert rouge_l("running dogs", ["the dog runs"]) == pytest.approx(0.4)
+
+
+def test_rouge_l_takes_the_best_reference():
+    assert rouge_l("Paris", ["the city of Paris", "Paris"]) == pytest.approx(1.0)
+    assert rouge_l("Paris", ["the city of Paris", "Lyon"]) == pytest.approx(2 * 0.25 / 1.25)  # P 1, R 1/4
+
+
+def test_score_is_a_mean_over_instances_per_task_and_overall_times_100():
+    items = [EvalItem("t1", "i", "", ("a b",)), EvalItem("t1", "i", "", ("c",)), EvalItem("t2", "i", "", ("d",))]
+    answers = {0: "a b", 1: "x", 2: "d"}  # 1.0, 0.0, 1.0
+    result = score(items, [0, 1, 2], answers)
+    assert result["tasks"] == {"t1": {"rougeL": 50.0, "n": 2}, "t2": {"rougeL": 100.0, "n": 1}}
+    assert result["overall"] == pytest.approx(66.67) and result["n"] == 3
+
+
+def test_answers_stop_at_the_next_template_header():
+    assert cut_answer(" 42\n\n### Instruction:\nAdd more.") == "42"
+    assert cut_answer("yes\n### Response:\nno") == "yes"
+
+
+# -- task files -------------------------------------------------------------------------------------------
+
+
+def test_shipped_project_tasks_load():
+    items = load_tasks(SHIPPED)
+    assert len(items) == 48 and all(item.references for item in items)
+    assert len({item.task for item in items}) > 1
+
+
+def test_user_oriented_shape_gives_one_item_per_instance(shared_data: Path):
+    path = shared_data / "user_oriented_instructions.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    items = load_tasks(path)
+    assert len(records) == 252
+    assert len(items) == sum(len(r["instances"]) for r in records)
+    assert all(len(item.references) == 1 for item in items)
+    assert items[0].instruction == records[0]["instruction"] and items[0].task == records[0]["id"]
+
+
+def test_both_shapes_in_one_file(tmp_path: Path):
+    path = write(tmp_path / "t.jsonl",
+                 {"task": "sum", "definition": "Add.", "input": "1 2", "references": ["3", "three"]},
+                 {"id": "u1", "instruction": "Greet.", "instances": [{"input": "", "output": "Hi"},
+                                                                      {"input": "Ann", "output": "Hi Ann"}]})
+    items = load_tasks(path)
+    assert [(i.task, i.input, i.references) for i in items] == [
+        ("sum", "1 2", ("3", "three")), ("u1", "", ("Hi",)), ("u1", "Ann", ("Hi Ann",))]
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"definition": "Add.", "input": "1", "references": ["1"]}', "{not json"], r":2: not valid JSON"),
+    ([{"definition": "Add.", "references": ["1"]}], r":1: field input: missing"),
+    ([{"definition": "Add.", "input": "1", "references": "1"}], r":1: field references: must be a list"),
+    ([{"definition": "Add.", "input": "1", "references": []}], r":1: field references: must be a non-empty"),
+    (["", {"instruction": "Greet.", "instances": [{"input": ""}]}], r":2: field instances\[0\]\.output"),
+    ([{"instruction": "Greet."}], r":1: field instances: missing"),
+    ([{"prompt": "Greet."}], r":1: field definition: missing"),
+])
+def test_bad_lines_name_file_line_and_field(tmp_path: Path, lines, message):
+    path = write(tmp_path / "bad.jsonl", *lines)
+    with pytest.raises(UserError, match=rf"bad\.jsonl{message}"):
+        load_tasks(path)
+
+
+def test_missing_file_through_the_command_line(tmp_path: Path):
+    result = subprocess.run([sys.executable, "-m", "ensemble_instruct", "evaluate", "smollm2-135m-instruct",
+                             "--tasks", str(tmp_path / "none.jsonl")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'none.jsonl'}: no such task file"]
+
+
+def test_limit_takes_items_in_turn_from_each_task():
+    items = load_tasks(SHIPPED)
+    chosen = select(items, 6)
+    assert len(chosen) == 6 and len({items[i].task for i in chosen}) == min(6, len({i.task for i in items}))
+    assert select(items, None) == list(range(48))
+
+
+# -- a real model -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory, smollm2_path) -> Path:
+    pytest.importorskip("peft")
+    from ensemble_instruct.train import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("run")
+    rows = [("Answer with one word: is fire hot or cold?", "", "hot"), ("Give the plural.", "cat", "cats"),
+            ("Add the numbers.", "2 and 2", "4"), ("Name the colour of grass.", "", "green")]
+    (run / "data.jsonl").write_text("".join(json.dumps({"instruction": a, "input": b, "output": c}) + "\n"
+                                            for a, b, c in rows))
+    train(run, TrainConfig(base="smollm2-135m-instruct", max_steps=2, batch_size=2, max_length=64), run / "adapter")
+    return run / "adapter"
+
+
+def test_adapter_is_scored_beside_its_base_and_answers_are_cached(adapter: Path, tmp_path: Path, monkeypatch):
+    cache = tmp_path / "cache"
+    result = evaluation.evaluate(str(adapter), [SHIPPED], limit=4, max_new_tokens=8, cache=cache)
+    base_label, tuned_label = result["subjects"]
+    assert base_label == "smollm2-135m-instruct (zero-shot)" and tuned_label == "adapter"
+    assert result["max_new_tokens"] == 8 and "### Response:" in result["prompt_format"]
+    scores = result["files"][str(SHIPPED)]
+    for label in (base_label, tuned_label):
+        assert scores[label]["n"] == 4 and 0 <= scores[label]["overall"] <= 100
+    # the reported figures are the metric of the stored answers
+    items = load_tasks(SHIPPED)
+    for path in cache.glob("*.jsonl"):
+        answers = {r["index"]: r["prediction"] for r in map(json.loads, path.read_text().splitlines())}
+        assert len(answers) == 4
+        assert score(items, sorted(answers), answers)["overall"] in (scores[base_label]["overall"],
+                                                                      scores[tuned_label]["overall"])
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("answers were generated again")
+
+    monkeypatch.setattr(evaluation, "generate_answers", no_generation)
+    again = evaluation.evaluate(str(adapter), [SHIPPED], limit=4, max_new_tokens=8, cache=cache)
+    assert again["files"] == result["files"]
+    base_alone = evaluation.evaluate("smollm2-135m-instruct", [SHIPPED], limit=4, max_new_tokens=8, cache=cache)
+    assert base_alone["files"][str(SHIPPED)][base_label] == scores[base_label]
+
+
+def test_evaluate_command_prints_a_table_and_writes_json(adapter: Path, tmp_path: Path):
+    out = tmp_path / "result.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "ensemble_instruct", "evaluate", str(adapter), "--tasks",
+                             str(SHIPPED), "--limit", "2", "--max-new-tokens", "4", "--out", str(out), "--quiet"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "overall (2)" in result.stdout
+    saved = json.loads(out.read_text())
+    assert saved["limit"] == 2 and len(saved["subjects"]) == 2
