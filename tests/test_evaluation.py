@@ -57,6 +57,7 @@ def test_score_is_a_mean_over_instances_per_task_and_overall_times_100():
 def test_answers_stop_at_the_next_template_header():
     assert cut_answer(" 42\n\n### Instruction:\nAdd more.") == "42"
     assert cut_answer("yes\n### Response:\nno") == "yes"
+    assert cut_answer("Canada\n\n### Answer:\nCanada") == "Canada"  # a header the model made up
 
 
 # -- task files -------------------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def _training_options(command):
         click.option("--batch-size", type=int, help="Examples per optimizer step [default: 8]."),
         click.option("--micro-batch-size", type=int, help="Examples per forward pass [default: 2]."),
         click.option("--max-length", type=int, help="Tokens per example, prompt and response [default: 512]."),
-        click.option("--lora-r", type=int, help="LoRA rank [default: 16; alpha is twice it unless --lora-alpha]."),
+        click.option("--lora-r", type=int, help="LoRA rank [default: 16]."),
         click.option("--lora-alpha", type=int, help="LoRA alpha [default: 32]."),
         click.option("--save-every", type=int, help="Steps between checkpoints [default: 25]."),
         click.option("--train-seed", type=int, help="Seed of the LoRA init, dropout and data order [default: 42]."),

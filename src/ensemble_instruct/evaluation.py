@@ -23,8 +23,9 @@ from .train import PROMPT_FORMAT, format_prompt, load_model, read_record, resolv
 
 MAX_NEW_TOKENS = 128  # SuperNI's own evaluation limit for targets
 METRIC = "rouge_score rougeL F-measure, use_stemmer=True, default tokenizer; max over references, mean, x100"
-# The template's own header ends an answer that runs on into a new example (base models do).
-STOP_STRINGS = ("### Instruction:", "### Input:", "### Response:")
+# The template's header marker ends an answer: base models run on into a new example, under the template's
+# headers or ones they make up ("### Output:", "### Answer:").
+STOP_STRINGS = ("###",)
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def rouge_l(prediction: str, references: tuple[str, ...] | list[str]) -> float:
 
 
 def cut_answer(text: str) -> str:
-    """The answer up to the template's next header, stripped."""
+    """The answer up to the next header marker, stripped."""
     for stop in STOP_STRINGS:
         text = text.split(stop, 1)[0]
     return text.strip()
