@@ -7,8 +7,9 @@ decode speed for the same models and (2) a sequential, uncached implementation o
 members do: that rate is the engine's bound. "Engine time" is the time those rates need to decode exactly the
 tokens the run generated, one model after another; the run's efficiency is engine time / wall time (prompt reading,
 parsing, Rouge-L and I/O all count against it; parallel members can lift it above 100 %).
-(2) The baseline makes the same data set with every prompt read from its first token (no prefix cache) and the
-extra members answering one after another. Both runs must give identical data.
+(2) The baseline makes the same data set with every prompt read from its first token (no prefix cache), the
+extra members answering one after another, and the generator drafting a round only once the previous one is
+decided (no producer thread). Both runs must give identical data.
 """
 
 from __future__ import annotations

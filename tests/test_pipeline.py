@@ -2,12 +2,15 @@
 
 import json
 import random
+import time
 
 import pytest
 
 from ensemble_instruct.backends.scripted import ScriptedBackend
 from ensemble_instruct.config import build_config
+from ensemble_instruct.pipeline import Pipeline
 from ensemble_instruct.prompts import INSTRUCTION_HEADER
+from ensemble_instruct import run as run_module
 from ensemble_instruct.run import run_generation
 from ensemble_instruct.store import read_jsonl
 
@@ -62,6 +65,12 @@ def backends(odd=disagreeing, fail_after=None):
     return {"gen": ScriptedBackend([counted(writer)], "gen"),
             "ok": ScriptedBackend([counted(agreeing)], "ok"),
             "odd": ScriptedBackend([counted(odd)], "odd", instruction_tuned=False)}
+
+
+class Sequential(Pipeline):
+    """The generator drafts a round only once the previous one is decided; extras answer in turn."""
+
+    parallel_extras = False
 
 
 def kept(run_dir):
@@ -142,10 +151,14 @@ def test_no_ensemble_keeps_the_single_output(tmp_path):
 
 
 @pytest.mark.parametrize("share", [0.02, 0.3, 0.6, 0.95])
-def test_a_crashed_run_resumes_to_the_same_data(tmp_path, share):
+def test_a_crashed_run_resumes_to_the_same_data(tmp_path, monkeypatch, share):
     whole = tmp_path / "whole"
     crew = backends(odd=agreeing)
-    run_generation(config(), whole, backends=crew)
+    # the reference run is sequential, so its prompt count (where the crash lands) does not depend on
+    # how far the generator drafted ahead; the crashed and resumed runs draft ahead as usual
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "Pipeline", Sequential)
+        run_generation(config(), whole, backends=crew)
     fail_after = int(share * sum(len(b.prompts) for b in crew.values()))
     broken = tmp_path / "broken"
     with pytest.raises(KeyboardInterrupt):
@@ -215,3 +228,29 @@ def test_the_method_as_published_lets_two_copies_agree(tmp_path):
     rows = [r for r in kept(tmp_path) if r["type"] == "A"]
     assert rows and all(r["output"] == r["input"] for r in rows)  # the exact match of the two copies wins
     assert all(r["provenance"]["selection"]["method"] == "exact_match" for r in rows)
+
+
+def test_drafting_ahead_leaves_no_trace_of_unused_rounds(tmp_path, monkeypatch):
+    """The generator drafts a round ahead of the extra members; with slow extras it has always drafted
+    the next round when a type meets its target. That round must not reach the stage files, the log or
+    the data: the run stores exactly what a strictly sequential run stores."""
+    def slow(fn):
+        def reply(prompt, params):
+            time.sleep(0.01)
+            return fn(prompt, params)
+        return reply
+
+    runs = {}
+    for name, recipe in (("ahead", Pipeline), ("sequential", Sequential)):
+        crew = backends(odd=agreeing)
+        crew["ok"] = ScriptedBackend([slow(agreeing)], "ok")
+        monkeypatch.setattr(run_module, "Pipeline", recipe)
+        run_generation(config(), tmp_path / name, backends=crew)
+        runs[name] = crew
+    for name in ("data.jsonl", "rejected.jsonl", "stages/instructions.jsonl", "stages/instances.jsonl"):
+        ahead, sequential = (list(read_jsonl(tmp_path / run / name)) for run in ("ahead", "sequential"))
+        for record in ahead + sequential:
+            record.pop("usage", None)
+        assert ahead == sequential, name
+    # and the generator did draft more than it used
+    assert len(runs["ahead"]["gen"].prompts) > len(runs["sequential"]["gen"].prompts)
