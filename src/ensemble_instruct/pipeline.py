@@ -163,7 +163,7 @@ class Pipeline:
                 yield Draft(t, next_round[t], target, record, tasks, instances, rejections, unsaved)
                 next_round[t] += 1
 
-    def _publish(self, draft: Draft) -> None:
+    def _publish(self, draft: Draft, with_instances: bool = True) -> None:
         """A drafted round is used: its new stage records are stored, its drops go into the log and its
         counts to the progress view."""
         for stage, record in draft.unsaved:
@@ -172,17 +172,14 @@ class Pipeline:
             self.store.add_rejection(r)
         self.on_event("instructions", {"type": draft.type, "candidates": draft.record["candidates"],
                                        "accepted": len(draft.tasks)})
-        self.on_event("instances", {"done": len(draft.tasks), "valid": len(draft.instances)})
+        if with_instances:
+            self.on_event("instances", {"done": len(draft.tasks), "valid": len(draft.instances)})
 
     def _instruction_round(self, t: str, round_no: int, pool: InstructionPool, synthetic: list[Task]) -> list[Task]:
         """One round of instructions, drafted and published at once (for recipes without a producer)."""
         unsaved: list[tuple[str, dict[str, Any]]] = []
         record, tasks = self._draft_round(t, round_no, pool, synthetic, unsaved)
-        for stage, new in unsaved:
-            self.store.append(stage, new)
-        for r in record["rejections"]:
-            self.store.add_rejection(r)
-        self.on_event("instructions", {"type": t, "candidates": record["candidates"], "accepted": len(tasks)})
+        self._publish(Draft(t, round_no, 0, record, tasks, unsaved=unsaved), with_instances=False)
         return tasks
 
     def _draft_round(self, t: str, round_no: int, pool: InstructionPool, synthetic: list[Task],

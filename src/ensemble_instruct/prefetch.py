@@ -26,13 +26,13 @@ class Prefetch(Generic[T]):
         self._items: queue.Queue = queue.Queue()
         self._room = threading.Semaphore(depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(produce,), name="prefetch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
         self._thread.start()
 
-    def _run(self, produce: Callable[[], Iterator[T]]) -> None:
+    def _run(self) -> None:
         cancel_event.set(self._stop)  # closing then cuts the producer's completion short
         try:
-            items = iter(produce())
+            items = iter(self._produce())
             while self._wait_for_room():
                 try:
                     item = next(items)
