@@ -95,6 +95,8 @@ class FaultProxy:
     """Listens on 127.0.0.1 (a free port) and forwards to upstream, injecting the faults plan chooses
     into requests whose method is in methods (by default only POSTs: generation, not health checks)."""
 
+    injected_by_all: Counter[str] = Counter()  # every closed proxy's faults, for the session's tally
+
     def __init__(
         self,
         upstream: str,
@@ -149,6 +151,7 @@ class FaultProxy:
         if self._closing.is_set():
             return
         self._closing.set()
+        FaultProxy.injected_by_all.update(self.injected)
         self._server.shutdown()
         self._server.server_close()
         self._forward.close()

@@ -37,6 +37,14 @@ RATES = {k: 0.02 if SEEN_AS[k] == "timeout" else 0.04 for k in FAULTS}
 RUN_RATES = {k: 2 * rate for k, rate in RATES.items()}  # a run sends few requests: fault most of them
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tally():
+    """Prints how many faults the module injected in all (the figure a closing note reports)."""
+    yield
+    injected = FaultProxy.injected_by_all
+    print(f"\nfaults injected: {sum(injected.values())} ({dict(sorted(injected.items()))})")
+
+
 def count_prompt(n: int) -> str:
     """The model continues with n + 3, so every answer shows which prompt it belongs to."""
     return f"Count: {n}, {n + 1}, {n + 2},"
