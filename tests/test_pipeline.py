@@ -2,10 +2,13 @@
 
 import json
 import random
+import signal
+import threading
 import time
 
 import pytest
 
+from ensemble_instruct.backends import Completion, cancel_event
 from ensemble_instruct.backends.scripted import ScriptedBackend
 from ensemble_instruct.config import build_config
 from ensemble_instruct.pipeline import Pipeline
@@ -167,6 +170,39 @@ def test_a_crashed_run_resumes_to_the_same_data(tmp_path, monkeypatch, share):
     assert kept(broken) == kept(whole)
     for name in ("rejected.jsonl", "stages/instructions.jsonl", "stages/instances.jsonl"):
         assert list(read_jsonl(broken / name)) == list(read_jsonl(whole / name)), name
+
+
+def test_ctrl_c_while_the_extras_answer_cuts_their_answers_short(tmp_path):
+    """Ctrl-C must not wait for every answer the extra members still have to write (minutes with real
+    models): the answer in flight is cancelled, nothing cut short is stored, and a resume completes."""
+    whole = tmp_path / "whole"
+    run_generation(config(), whole, backends=backends(odd=agreeing))
+    answering, pressed, waited = threading.Event(), threading.Event(), []
+
+    def ctrl_c(prompt, params):  # one real SIGINT to the main thread once "odd" is answering
+        if answering.wait(timeout=10) and not pressed.is_set():
+            pressed.set()
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        return agreeing(prompt, params)
+
+    def slow(prompt, params):  # an answer that takes 30 s unless it is cancelled
+        answering.set()
+        started = time.monotonic()
+        cancelled = (cancel_event.get() or threading.Event()).wait(timeout=30)
+        waited.append(time.monotonic() - started)
+        return Completion("", "error", error="cancelled") if cancelled else agreeing(prompt, params)
+
+    crew = backends(odd=agreeing)
+    crew["ok"] = ScriptedBackend([ctrl_c], "ok")
+    crew["odd"] = ScriptedBackend([slow], "odd", instruction_tuned=False)
+    broken = tmp_path / "broken"
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_generation(config(), broken, backends=crew)
+    assert time.monotonic() - started < 10 and waited and max(waited) < 10
+    assert not [r for r in read_jsonl(broken / "stages" / "outputs.jsonl") if r["candidate"]["error"]]
+    run_generation(config(), broken, backends=backends(odd=agreeing))
+    assert kept(broken) == kept(whole)
 
 
 def test_another_configuration_cannot_reuse_the_directory(tmp_path):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import __version__
-from .backends import Backend
+from .backends import Backend, cancel_event
 from .config import MemberConfig, RunConfig
 from .ensemble import normalize, select_consensus
 from .errors import UserError
@@ -252,9 +253,14 @@ class Pipeline:
                 if (inst.id, member) not in self._outputs:
                     jobs.setdefault(member, []).append(inst)
         if jobs:
+            stop = threading.Event()
             with ThreadPoolExecutor(max_workers=len(jobs) if self.parallel_extras else 1) as pool:
-                futures = {m: pool.submit(self._answer, m, group) for m, group in jobs.items()}
-                failures = {m: error for m, f in futures.items() if (error := f.result()) is not None}
+                futures = {m: pool.submit(self._answer, m, group, stop) for m, group in jobs.items()}
+                try:
+                    failures = {m: error for m, f in futures.items() if (error := f.result()) is not None}
+                except BaseException:
+                    stop.set()  # Ctrl-C: cut the answers in flight short instead of waiting for them all
+                    raise
             for member, error in failures.items():
                 self._member_failed(member, error)
         out: dict[str, list[Candidate]] = {}
@@ -265,8 +271,10 @@ class Pipeline:
         self.on_event("outputs", {"done": sum(len(g) for g in jobs.values())})
         return out
 
-    def _answer(self, member: str, group: list[Instance]) -> str | None:
-        """Store the member's answers; returns the error if it failed (its failed answers are not stored)."""
+    def _answer(self, member: str, group: list[Instance], stop: threading.Event) -> str | None:
+        """Store the member's answers; returns the error if it failed (its failed answers are not stored).
+        Once stop is set, the answer in flight ends as a "cancelled" error and the rest are not asked for."""
+        cancel_event.set(stop)
         for inst, (cand, done) in zip(group, generate_outputs(group, self.backends[member], self.demos, self.cfg, 0)):
             if not done.ok:
                 return done.error
