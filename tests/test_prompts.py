@@ -83,3 +83,20 @@ def test_parse_type_b():
 def test_parse_output_stops_at_marker_and_next_block():
     assert parse_output(" 8 |EoS| junk") == "8"
     assert parse_output("8\ninstruction: next") == "8"
+
+
+def test_an_end_marker_look_alike_never_reaches_an_instruction_or_an_answer():
+    # seen in a real run: the generator closed items with "|DTS|" and ended an answer with it
+    pieces = parse_instructions(" What is a startup? |DTS|\n5. Explain gravity. |EOT| more", False)
+    assert [p.text for p in pieces] == ["What is a startup?", "Explain gravity."]
+    assert parse_output("A startup is young.\n|DTS|") == "A startup is young."
+    parsed = parse_instance("input: a b\noutput: b a |DTS|\n", "A")
+    assert (parsed.input, parsed.output) == ("a b", "b a")
+
+
+def test_pipes_inside_text_are_not_taken_for_a_marker():
+    table = "|Name|Age|\n|Ann|31|"
+    assert parse_output(table) == table
+    assert parse_output("Use a || b, or |x|.") == "Use a || b, or |x|."
+    assert [p.text for p in parse_instructions(" Fill in |Name|Age| for each row.", False)] == [
+        "Fill in |Name|Age| for each row."]

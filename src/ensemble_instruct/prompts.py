@@ -10,6 +10,12 @@ from .backends import Message
 from .records import Demo
 
 END = "|EoS|"
+# Small models echo the end marker with other letters ("|DTS|", "|EOT|"). Such a look-alike, standing as a word
+# of its own, ends an instruction as the marker does and is dropped where it ends a line of an answer, so it
+# never reaches the data or later prompts ("|Name|Age|" in a table is not one).
+_LOOKALIKE = r"(?<!\S)\|[A-Za-z]{2,5}\|(?!\S)"
+END_LOOKALIKE = re.compile(_LOOKALIKE)
+_LOOKALIKE_AT_LINE_END = re.compile(rf"[ \t]*{_LOOKALIKE}[ \t]*$", re.MULTILINE)
 INSTRUCTION_HEADER = "Come up with a series of tasks:"
 INSTANCE_HEADERS = {
     "A": "Each task below comes with one example: an input that suits the instruction, "
@@ -45,9 +51,10 @@ class Piece:
 
 
 def parse_instructions(completion: str, hit_length_limit: bool) -> list[Piece]:
-    """Split a completion into candidate instructions; the end marker never survives."""
+    """Split a completion into candidate instructions; the end marker (or a look-alike) never survives."""
     # within a piece, whatever follows an end marker is not part of the instruction
-    out = [Piece(collapse(p.split(END, 1)[0]), False) for p in NUMBERED_ITEM.split(completion)]
+    pieces = (END_LOOKALIKE.split(p.split(END, 1)[0], 1)[0] for p in NUMBERED_ITEM.split(completion))
+    out = [Piece(collapse(p), False) for p in pieces]
     if hit_length_limit and out:
         out[-1] = Piece(out[-1].text, True)
     return out
@@ -92,7 +99,7 @@ def _label_value(line: str, label: str) -> str | None:
 
 def parse_instance(completion: str, task_type: str) -> ParsedInstance | str:
     """Input and output from a generator's continuation, or the reason it is unusable."""
-    lines = completion.replace(END, "").split("\n")
+    lines = _LOOKALIKE_AT_LINE_END.sub("", completion.replace(END, "")).split("\n")
     cut = next((i for i, line in enumerate(lines) if line.lstrip().lower().startswith("instruction:")), len(lines))
     trailing = "\n".join(lines[cut:]).strip()
     lines = [line.rstrip() for line in lines[:cut]]
@@ -126,7 +133,7 @@ def parse_instance(completion: str, task_type: str) -> ParsedInstance | str:
 
 def parse_output(completion: str) -> str:
     """An extra output: the text up to the end marker or a next "instruction:" block, stripped."""
-    text = completion.split(END, 1)[0]
+    text = _LOOKALIKE_AT_LINE_END.sub("", completion.split(END, 1)[0])
     lines = text.split("\n")
     cut = next((i for i, line in enumerate(lines) if line.lstrip().lower().startswith("instruction:")), len(lines))
     return "\n".join(lines[:cut]).strip()
