@@ -14,7 +14,7 @@ END = "|EoS|"
 # of its own, ends an instruction as the marker does and is dropped where it ends a line of an answer, so it
 # never reaches the data or later prompts ("|Name|Age|" in a table is not one).
 _LOOKALIKE = r"(?<!\S)\|[A-Za-z]{2,5}\|(?!\S)"
-END_LOOKALIKE = re.compile(_LOOKALIKE)
+_ENDS_INSTRUCTION = re.compile(rf"{re.escape(END)}|{_LOOKALIKE}")
 _LOOKALIKE_AT_LINE_END = re.compile(rf"[ \t]*{_LOOKALIKE}[ \t]*$", re.MULTILINE)
 INSTRUCTION_HEADER = "Come up with a series of tasks:"
 INSTANCE_HEADERS = {
@@ -53,8 +53,7 @@ class Piece:
 def parse_instructions(completion: str, hit_length_limit: bool) -> list[Piece]:
     """Split a completion into candidate instructions; the end marker (or a look-alike) never survives."""
     # within a piece, whatever follows an end marker is not part of the instruction
-    pieces = (END_LOOKALIKE.split(p.split(END, 1)[0], 1)[0] for p in NUMBERED_ITEM.split(completion))
-    out = [Piece(collapse(p), False) for p in pieces]
+    out = [Piece(collapse(_ENDS_INSTRUCTION.split(p, 1)[0]), False) for p in NUMBERED_ITEM.split(completion)]
     if hit_length_limit and out:
         out[-1] = Piece(out[-1].text, True)
     return out
