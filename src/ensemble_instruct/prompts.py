@@ -96,10 +96,15 @@ def _label_value(line: str, label: str) -> str | None:
     return line[len(label):].strip() if line.lower().startswith(label) else None
 
 
+def _next_block_at(lines: list[str]) -> int:
+    """Index of the first line of a further "instruction:" block the model ran on into (len(lines) if none)."""
+    return next((i for i, line in enumerate(lines) if line.lstrip().lower().startswith("instruction:")), len(lines))
+
+
 def parse_instance(completion: str, task_type: str) -> ParsedInstance | str:
     """Input and output from a generator's continuation, or the reason it is unusable."""
     lines = _LOOKALIKE_AT_LINE_END.sub("", completion.replace(END, "")).split("\n")
-    cut = next((i for i, line in enumerate(lines) if line.lstrip().lower().startswith("instruction:")), len(lines))
+    cut = _next_block_at(lines)
     trailing = "\n".join(lines[cut:]).strip()
     lines = [line.rstrip() for line in lines[:cut]]
     while lines and not lines[0].strip():
@@ -134,5 +139,5 @@ def parse_output(completion: str) -> str:
     """An extra output: the text up to the end marker or a next "instruction:" block, stripped."""
     text = _LOOKALIKE_AT_LINE_END.sub("", completion.split(END, 1)[0])
     lines = text.split("\n")
-    cut = next((i for i, line in enumerate(lines) if line.lstrip().lower().startswith("instruction:")), len(lines))
+    cut = _next_block_at(lines)
     return "\n".join(lines[:cut]).strip()
