@@ -255,8 +255,8 @@ class Pipeline:
         if jobs:
             stop = threading.Event()
             with ThreadPoolExecutor(max_workers=len(jobs) if self.parallel_extras else 1) as pool:
-                futures = {m: pool.submit(self._answer, m, group, stop) for m, group in jobs.items()}
                 try:
+                    futures = {m: pool.submit(self._answer, m, group, stop) for m, group in jobs.items()}
                     failures = {m: error for m, f in futures.items() if (error := f.result()) is not None}
                 except BaseException:
                     stop.set()  # Ctrl-C: cut the answers in flight short instead of waiting for them all
