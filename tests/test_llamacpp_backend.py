@@ -74,3 +74,66 @@ def test_base_model_from_the_registry_is_not_instruction_tuned(gemma_path):
         assert done.ok and done.text.strip()
     finally:
         backend.close()
+
+
+FAMILY = "Here are examples.\n" + "\n".join(f"{i}. Task number {i} is to count to {i}." for i in range(30))
+BATCH = [FAMILY + f"\n{k}. Task number" for k in (31, 32, 33, 34)]
+
+
+def test_a_calls_prompts_are_decoded_together_and_read_their_shared_prefix_once(smollm2_path):
+    from ensemble_instruct.backends.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend("smollm2", smollm2_path, instruction_tuned=True, n_ctx=2048)
+    try:
+        done = backend.generate(BATCH, SAMPLED)
+    finally:
+        backend.close()
+    assert all(d.ok and d.text.strip() for d in done)
+    # a fresh model reads the shared block once, for the first sequence; the three others share it
+    first, *others = sorted(d.cached_tokens for d in done)
+    assert first == 0 and others[0] > 256 and others == [others[0]] * 3
+
+
+def test_a_call_gives_the_same_answers_whatever_the_cache_held_before(smollm2_path):
+    """What makes a resumed run equal to an uninterrupted one: the cache of earlier calls (here a
+    longer prompt of the same family, and a prompt of another) changes nothing."""
+    from ensemble_instruct.backends.llamacpp import LlamaCppBackend
+
+    fresh = LlamaCppBackend("smollm2", smollm2_path, instruction_tuned=True, n_ctx=2048)
+    used = LlamaCppBackend("smollm2", smollm2_path, instruction_tuned=True, n_ctx=2048, max_slots=1)
+    try:
+        expected = [d.text for d in fresh.generate(BATCH, SAMPLED)]
+        used.generate([FAMILY + "\n31. Task number 31 is to count to 31.\n32. Task", TASKS], SAMPLED)
+        assert [d.text for d in used.generate(BATCH, SAMPLED)] == expected
+        assert [d.text for d in used.generate(BATCH, SAMPLED)] == expected
+    finally:
+        fresh.close()
+        used.close()
+
+
+def test_the_thread_count_does_not_change_an_answer(smollm2_path):
+    from ensemble_instruct.backends.llamacpp import LlamaCppBackend
+
+    texts = []
+    for threads in (1, 2):
+        backend = LlamaCppBackend("smollm2", smollm2_path, instruction_tuned=True, n_ctx=2048, n_threads=threads)
+        try:
+            texts.append([d.text for d in backend.generate(BATCH, SAMPLED)])
+        finally:
+            backend.close()
+    assert texts[0] == texts[1]
+
+
+def test_a_call_larger_than_one_batch_is_split_the_same_way_every_time(smollm2_path):
+    from ensemble_instruct.backends.llamacpp import LlamaCppBackend
+
+    prompts = [[{"role": "user", "content": f"Count from {k} to {k + 5}."}] for k in range(7)]
+    params = GenParams(max_new_tokens=40)
+    small = LlamaCppBackend("smollm2", smollm2_path, instruction_tuned=True, n_ctx=256, max_seqs=3)
+    try:
+        first = small.generate(prompts, params)
+        again = small.generate(prompts[::-1], params)[::-1]
+    finally:
+        small.close()
+    assert all(d.ok and d.text.strip() for d in first)
+    assert [d.text for d in first] == [d.text for d in again]

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 import signal
 import threading
 import time
@@ -15,7 +16,7 @@ from ensemble_instruct.pipeline import Pipeline
 from ensemble_instruct.prompts import INSTRUCTION_HEADER
 from ensemble_instruct import run as run_module
 from ensemble_instruct.run import run_generation
-from ensemble_instruct.store import read_jsonl
+from ensemble_instruct.store import RunStore, read_jsonl
 
 VERBS = ["Describe", "Compare", "Summarize", "Rank", "Explain", "Critique", "Classify", "Translate"]
 NOUNS = ["rivers", "violins", "tax rules", "sourdough", "comets", "elections", "bridges", "sonnets", "fungi"]
@@ -170,6 +171,49 @@ def test_a_crashed_run_resumes_to_the_same_data(tmp_path, monkeypatch, share):
     assert kept(broken) == kept(whole)
     for name in ("rejected.jsonl", "stages/instructions.jsonl", "stages/instances.jsonl"):
         assert list(read_jsonl(broken / name)) == list(read_jsonl(whole / name)), name
+
+
+class BatchSensitive(ScriptedBackend):
+    """Answers that depend on the other prompts of the call, as a batched decoder's do (its sequences
+    share each decode step): every answer names the size of its call."""
+
+    def generate(self, prompts, params):
+        done = super().generate(prompts, params)
+        tag = f"answer ({len(prompts)} asked) to"
+        return [Completion(re.sub("(?i)answer to", tag, c.text)) for c in done]
+
+
+@pytest.mark.parametrize("share", [0.1, 0.35, 0.6, 0.85])
+def test_a_crash_between_the_lines_of_one_call_resumes_to_the_same_data(tmp_path, monkeypatch, share):
+    """A kill can land after some of a call's results are on disk; the resume must ask for that call
+    whole again, not for the missing part alone, or a batched backend answers differently."""
+    def crew():
+        return {"gen": BatchSensitive([writer], "gen"), "ok": BatchSensitive([agreeing], "ok"),
+                "odd": BatchSensitive([agreeing], "odd", instruction_tuned=False)}
+
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    run_generation(config(), whole, backends=crew())
+    sizes = {int(n) for r in kept(whole) for n in re.findall(r"\((\d+) asked\)", r["output"])}
+    assert max(sizes) > 1  # calls of several prompts happened
+    lines = sum(1 for name in ("instances", "outputs") for _ in read_jsonl(whole / "stages" / f"{name}.jsonl"))
+    stored = int(share * lines)
+    appended = {"n": 0}
+    real_append = RunStore.append
+
+    def crashing_append(self, name, record):
+        if name in ("instances", "outputs"):
+            appended["n"] += 1
+            if appended["n"] > stored:
+                raise KeyboardInterrupt
+        real_append(self, name, record)
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(RunStore, "append", crashing_append)
+        run_generation(config(), broken, backends=crew())
+    run_generation(config(), broken, backends=crew())
+    assert kept(broken) == kept(whole)
+    for name in ("stages/instances.jsonl", "stages/outputs.jsonl"):
+        assert sorted(map(json.dumps, read_jsonl(broken / name))) == sorted(map(json.dumps, read_jsonl(whole / name)))
 
 
 def test_ctrl_c_while_the_extras_answer_cuts_their_answers_short(tmp_path):

@@ -33,7 +33,7 @@ class MemberConfig(_Closed):
     restricted_terms: bool | None = None
     # llamacpp settings
     n_ctx: int = Field(default=4096, ge=256)
-    n_threads: int = Field(default=1, ge=1)
+    n_threads: int | None = Field(default=None, ge=1)  # None: share the cores with the other models
     # http settings: several base URLs are replicas of one model, balanced by load
     base_urls: list[str] = Field(default_factory=list)
     api_key_env: str | None = None

@@ -117,13 +117,14 @@ class Pipeline:
     # --- the run ------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Rounds of each type in turn until its target is met. The generator drafts the next round
-        (instructions and instances) while the other members answer the current one. A drafted round is
-        written to the run directory only when it is used, so what a run stores, keeps and logs does not
-        depend on timing: a round drafted after its type was done leaves no trace."""
+        """Rounds of each type in turn until its target is met, in three stages that overlap: the
+        generator writes the instructions of one round and the instances of the round before, while the
+        other members answer the round before that. A drafted round is written to the run directory only
+        when it is used, so what a run stores, keeps and logs does not depend on timing: a round drafted
+        after its type was done leaves no trace."""
         kept = {t: 0 for t in self.cfg.types}
         done: set[str] = set()
-        with Prefetch(lambda: self._drafts(done), depth=1 if self.parallel_extras else 0) as drafts:
+        with Prefetch(lambda: self._drafts(done), depth=self._ahead()) as drafts:
             for draft in drafts:
                 t = draft.type
                 if t in done:
@@ -139,9 +140,22 @@ class Pipeline:
                     done.add(t)
                     self.on_event("type_done", {"type": t, "kept": kept[t], "target": draft.target, "stalled": False})
 
+    def _ahead(self) -> int:
+        """How many items a stage may make before the next stage takes them (0: no thread of its own)."""
+        return 1 if self.parallel_extras else 0
+
     def _drafts(self, done: set[str]) -> Iterator[Draft]:
-        """The generator's side, in the producer thread: each type's rounds in turn, until the type is
-        done or its attempt cap is reached. It writes nothing: its new records travel in the draft."""
+        """The generator's second stage, in its own thread: the instances of each drafted round."""
+        with Prefetch(lambda: self._instruction_drafts(done), depth=self._ahead()) as rounds:
+            for draft in rounds:
+                if not draft.stalled:
+                    draft.instances, draft.rejections = self._write_instances(draft.tasks, draft.unsaved)
+                yield draft
+
+    def _instruction_drafts(self, done: set[str]) -> Iterator[Draft]:
+        """The generator's first stage, in its own thread: each type's rounds of instructions in turn, until
+        the type is done or its attempt cap is reached. It writes nothing: its new records travel in the
+        draft."""
         pools = {t: InstructionPool(self.cfg.instructions.novelty_threshold) for t in self.cfg.types}
         for t, pool in pools.items():
             for seed in self.seeds[t]:
@@ -160,8 +174,7 @@ class Pipeline:
                 unsaved: list[tuple[str, dict[str, Any]]] = []
                 record, tasks = self._draft_round(t, next_round[t], pools[t], synthetic[t], unsaved)
                 synthetic[t].extend(tasks)
-                instances, rejections = self._write_instances(tasks, unsaved)
-                yield Draft(t, next_round[t], target, record, tasks, instances, rejections, unsaved)
+                yield Draft(t, next_round[t], target, record, tasks, unsaved=unsaved)
                 next_round[t] += 1
 
     def _publish(self, draft: Draft, with_instances: bool = True) -> None:
@@ -227,12 +240,10 @@ class Pipeline:
     def _write_instances(self, tasks: list[Task], unsaved: list[tuple[str, dict[str, Any]]]
                          ) -> tuple[list[Instance], list[dict[str, Any]]]:
         """Stage 2 for a round's tasks: the valid instances, and the rejections of the others."""
-        todo: dict[str, list[Task]] = {}
-        for task in tasks:
-            if task.id not in self._instances:
-                todo.setdefault(self.instance_writer(task), []).append(task)
-        for writer, group in todo.items():
+        for writer, group in unfinished_groups(tasks, self.instance_writer, self._instances).items():
             for task, result, done in generate_instances(group, self.backends[writer], self.demos, self.cfg):
+                if task.id in self._instances:
+                    continue
                 if not done.ok:
                     raise MemberDown(writer, done.error)  # no record: a resume asks again
                 record = {"task_id": task.id, "member": writer, "usage": usage_of([done])}
@@ -250,8 +261,10 @@ class Pipeline:
         jobs: dict[str, list[Instance]] = {}
         for inst in instances:
             for member in self.extras_for(inst.model):
-                if (inst.id, member) not in self._outputs:
-                    jobs.setdefault(member, []).append(inst)
+                jobs.setdefault(member, []).append(inst)
+        # a member with nothing left to answer sits out; one with anything left answers its whole share
+        # again, as its batch decides its answers (see unfinished_groups)
+        jobs = {m: group for m, group in jobs.items() if any((i.id, m) not in self._outputs for i in group)}
         if jobs:
             stop = threading.Event()
             with ThreadPoolExecutor(max_workers=len(jobs) if self.parallel_extras else 1) as pool:
@@ -278,6 +291,8 @@ class Pipeline:
         for inst, (cand, done) in zip(group, generate_outputs(group, self.backends[member], self.demos, self.cfg, 0)):
             if not done.ok:
                 return done.error
+            if (inst.id, member) in self._outputs:
+                continue
             record = {"instance_id": inst.id, "member": member, "candidate": to_json(cand), "usage": usage_of([done])}
             self.store.append("outputs", record)  # appends are serialized by the GIL, one whole line each
             self._outputs[(inst.id, member)] = record
@@ -349,6 +364,18 @@ class Pipeline:
                         "version": __version__},
             },
         }
+
+
+def unfinished_groups(tasks: Sequence[Task], writer_of: Callable[[Task], str],
+                      finished: dict[str, Any]) -> dict[str, list[Task]]:
+    """Tasks grouped by the member that writes them, for the groups with a task not yet finished. Such a
+    group is asked for whole, even when part of it is on disk: a backend may decode a call's prompts as
+    one batch, whose outputs depend on every prompt in it, so a resumed run must ask for the same calls
+    as an uninterrupted one (and it keeps what was stored before)."""
+    groups: dict[str, list[Task]] = {}
+    for task in tasks:
+        groups.setdefault(writer_of(task), []).append(task)
+    return {writer: group for writer, group in groups.items() if any(t.id not in finished for t in group)}
 
 
 def _registry_kind(member: MemberConfig) -> str:

@@ -31,6 +31,7 @@ class Prefetch(Generic[T]):
 
     def _run(self) -> None:
         cancel_event.set(self._stop)  # closing then cuts the producer's completion short
+        items = None
         try:
             items = iter(self._produce())
             while self._wait_for_room():
@@ -41,6 +42,14 @@ class Prefetch(Generic[T]):
                 self._items.put(("item", item))
         except BaseException as err:  # noqa: BLE001 - handed to the consumer, Ctrl-C and crashes included
             self._items.put(("error", err))
+        finally:
+            # a producer stopped early ends now, not at garbage collection: a Prefetch of its own inside it
+            # (the pipeline's first stage) is closed before this one says it has ended
+            if hasattr(items, "close"):
+                try:
+                    items.close()
+                except BaseException:  # noqa: BLE001 - it was told to stop; how it stopped no longer matters
+                    pass
         self._items.put(("end", None))
 
     def _wait_for_room(self) -> bool:

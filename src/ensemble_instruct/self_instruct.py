@@ -12,7 +12,7 @@ from .backends import Backend, Completion, GenParams
 from .config import PenalizedSampling, RunConfig
 from .errors import UserError
 from .instructions import InstructionPool, Round, judge_pieces, sample_demos, sample_round
-from .pipeline import MemberDown, Pipeline
+from .pipeline import MemberDown, Pipeline, unfinished_groups
 from .records import Candidate, Demo, Instance, Rejection, SeedTask, Task, derive_seed, to_json, usage_of
 from .seeds import load_seeds
 from .self_instruct_prompts import (
@@ -125,12 +125,10 @@ class SelfInstructPipeline(Pipeline):
         return result
 
     def _finish_tasks(self, tasks: list[Task], room: int) -> int:
-        todo: dict[str, list[Task]] = {}
-        for task in tasks:
-            if task.id not in self._instances:
-                todo.setdefault(self.instance_writer(task), []).append(task)
-        for writer, group in todo.items():
+        for writer, group in unfinished_groups(tasks, self.instance_writer, self._instances).items():
             for task, written in zip(group, self._write(group, writer)):
+                if task.id in self._instances:
+                    continue
                 record = {"task_id": task.id, "member": writer, "classification": written.classification,
                           "instances": [to_json(i) for i in written.instances],
                           "rejections": [to_json(r) for r in written.rejections],

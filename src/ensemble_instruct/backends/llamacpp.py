@@ -1,14 +1,31 @@
-"""Embedded llama.cpp through llama-cpp-python: one long-lived model object per member."""
+"""Embedded llama.cpp through llama-cpp-python: one long-lived model per member, which decodes the prompts
+of a call together, as parallel sequences of one context.
+
+Several sequences per decode step cost little more than one (the weights are read once per step), and
+the prompts of a call usually share a few-shot block, which is then read once for all of them. Two rules
+keep a run reproducible, so that a resumed run makes the same data as an uninterrupted one:
+
+- A sequence's numbers depend on the other sequences of its batch, so a batch is a function of the call
+  alone: its prompts are sorted into a canonical order and packed the same way in any call order.
+- The prefix kept from an earlier call is reused only up to a block boundary, and prompts are evaluated
+  in blocks aligned to absolute positions, so every block is computed from the same input whatever the
+  cache held before.
+
+The thread count does not change llama.cpp's results, so a model that decodes while the others are idle
+borrows their cores.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from . import Completion, GenParams, Prompt, cancel_event, cut_at_stop, params_for
@@ -16,12 +33,7 @@ from . import Completion, GenParams, Prompt, cancel_event, cut_at_stop, params_f
 if TYPE_CHECKING:
     from ..config import MemberConfig
 
-
-# Prompts are evaluated in blocks of this many tokens aligned to absolute positions, and the cached
-# prefix is reused only up to a block boundary. Every block is then computed from the same batch
-# whatever the cache held before, so a prompt gives the same logits in any call order: a resumed run
-# makes the same data as an uninterrupted one.
-_BLOCK = 64
+_BLOCK = 64  # prompt tokens per evaluation block, and the most tokens of one decode call
 _quiet_callback = None
 # llama-cpp-python swaps sys.stdout and sys.stderr while it loads a model; two loads at once in two
 # threads would leave them swapped for good, so loads take turns.
@@ -32,19 +44,105 @@ def _silence_llama_log() -> None:
     """llama.cpp logs model loading to stderr even with verbose=False; the progress bars need it quiet."""
     global _quiet_callback
     if _quiet_callback is None:
-        import ctypes
-
         import llama_cpp
 
         _quiet_callback = llama_cpp.llama_log_callback(lambda level, text, data: None)
         llama_cpp.llama_log_set(_quiet_callback, ctypes.c_void_p(0))
 
 
+class _Cores:
+    """The machine's cores, shared by the models of this process: a model decoding alone uses them all,
+    models decoding at the same time split them (one process per model, one thread each, beats
+    oversubscribed threads)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.busy = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        with self._lock:
+            self.busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.busy -= 1
+
+    def share(self) -> int:
+        return max(1, self.total // max(1, self.busy))
+
+
+_cores = _Cores(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+@dataclass
+class _Job:
+    """One prompt of a call: its tokens, its decoding and how many new tokens it may make."""
+
+    index: int
+    tokens: list[int]
+    params: GenParams
+    limit: int
+
+    def key(self) -> tuple:
+        p = self.params
+        return (self.tokens, p.temperature, p.top_k, p.top_p, p.max_new_tokens, p.min_new_tokens, p.stop,
+                p.seed, p.presence_penalty, self.index)
+
+
+@dataclass
+class _Sequence:
+    """A job being decoded: its sampler, the tokens and bytes it made, and how it ended."""
+
+    job: _Job
+    sampler: int
+    made: list[int] = field(default_factory=list)
+    text: bytearray = field(default_factory=bytearray)
+    finish: str | None = None
+
+
+class _Slot:
+    """A llama.cpp context with room for several sequences; sequence 0 keeps the KV cache of the last
+    batch's shared prefix for the next call."""
+
+    def __init__(self, model, n_ctx: int, n_seqs: int) -> None:
+        import llama_cpp
+        from llama_cpp._internals import LlamaBatch, LlamaContext
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, _BLOCK, _BLOCK
+        params.n_seq_max, params.kv_unified = n_seqs, True
+        params.n_threads = params.n_threads_batch = self.threads = 1
+        self.context = LlamaContext(model=model, params=params, verbose=False)
+        self.batch = LlamaBatch(n_tokens=_BLOCK, embd=0, n_seq_max=1, verbose=False)
+        self.prefix: list[int] = []  # what sequence 0 holds in cells 0..len-1
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        self.batch.close()
+        self.context.close()
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class LlamaCppBackend:
-    """A GGUF model in this process, living as long as the run. It keeps a few contexts ("slots"),
-    each with the KV cache of its last prompt, and sends every prompt to the slot sharing the longest
-    prefix with it: the few-shot blocks of several prompt families (type A and B instances, say) are
-    each read once. The weights are memory-mapped, so extra slots cost only their KV cache."""
+    """A GGUF model in this process, living as long as the run. It keeps a few contexts ("slots"), each
+    with the KV cache of its last shared prefix, and sends every call to the slot sharing the longest
+    prefix with it: the few-shot blocks of several prompt families (type A and B instances, say) are each
+    read once. The weights are memory-mapped, so extra slots cost only their KV cache."""
 
     def __init__(
         self,
@@ -52,31 +150,37 @@ class LlamaCppBackend:
         model_path: Path,
         instruction_tuned: bool,
         n_ctx: int = 4096,
-        n_threads: int = 1,
-        max_slots: int = 6,
+        n_threads: int | None = None,  # None: share the machine's cores with the other models
+        max_slots: int = 4,
         reuse_prefix: bool = True,  # False: every prompt is read from its first token (a baseline to measure)
+        max_seqs: int = 16,  # sequences per decode step; 1 decodes the prompts one after another
     ) -> None:
+        import llama_cpp
+        from llama_cpp._internals import LlamaModel
+
         self.name = name
         self.instruction_tuned = instruction_tuned
         self.model_path = Path(model_path)
-        self._settings = {"n_ctx": n_ctx, "n_threads": n_threads, "n_threads_batch": n_threads}
+        self.n_ctx, self.n_threads = n_ctx, n_threads
         self._max_slots = max_slots if reuse_prefix else 1
         self._reuse_prefix = reuse_prefix
+        self._max_seqs = max_seqs
+        # a batch may hold its shared prefix plus, for every sequence, its own prompt and completion
+        self._cells = n_ctx * 2 if max_seqs > 1 else n_ctx
         _silence_llama_log()
-        self._lock = threading.Lock()  # one sequence at a time per model: one core each
-        self._slots = [self._new_slot()]
-        self._llm = self._slots[0]
-        self._template = self._llm.metadata.get("tokenizer.chat_template")
-        self._eos = self._llm.token_eos()
-
-    def _new_slot(self):
-        from llama_cpp import Llama
-
+        self._lock = threading.Lock()  # guards the list of slots; each slot decodes one batch at a time
         with _loading:
             try:
-                return Llama(model_path=str(self.model_path), n_batch=_BLOCK, verbose=False, **self._settings)
+                self._model = LlamaModel(path_model=str(self.model_path),
+                                         params=llama_cpp.llama_model_default_params(), verbose=False)
             except ValueError:
                 raise UserError(f"{self.model_path}: cannot load the model (truncated or corrupt GGUF?)") from None
+        self._vocab = self._model.vocab
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self._end_ids = frozenset(t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
+        self._pieces: dict[int, bytes] = {}
+        self._template = self._model.metadata().get("tokenizer.chat_template")
+        self._slots: list[_Slot] = []
 
     @classmethod
     def from_member(cls, member: MemberConfig) -> LlamaCppBackend:
@@ -86,9 +190,6 @@ class LlamaCppBackend:
         kind = member.kind or (info.kind if info else "instruct")
         return cls(member.name, path, kind == "instruct", member.n_ctx, member.n_threads)
 
-    def generate(self, prompts: Sequence[Prompt], params: GenParams | Sequence[GenParams]) -> list[Completion]:
-        return [self._one(p, gp) for p, gp in zip(prompts, params_for(prompts, params))]
-
     def render(self, prompt: Prompt) -> str:
         """Chat messages through the model's own template; plain text as it is."""
         if isinstance(prompt, str):
@@ -97,117 +198,248 @@ class LlamaCppBackend:
             return "\n\n".join(m["content"] for m in prompt)
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        eos_text = self._llm.detokenize([self._eos], special=True).decode("utf-8", "ignore")
-        bos_text = self._llm.detokenize([self._llm.token_bos()], special=True).decode("utf-8", "ignore")
+        eos_text = self._piece(self._model.token_eos(), special=True).decode("utf-8", "ignore")
+        bos_text = self._piece(self._model.token_bos(), special=True).decode("utf-8", "ignore")
         return Jinja2ChatFormatter(self._template, eos_text, bos_text)(messages=prompt).prompt
 
-    def _one(self, prompt: Prompt, params: GenParams) -> Completion:
-        started = time.perf_counter()
-        text = self.render(prompt)
-        cancel = cancel_event.get()
-        with self._lock:
-            if cancel is not None and cancel.is_set():
-                return Completion("", "error", error="cancelled")
-            try:
-                tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
-                room = self._llm.n_ctx() - len(tokens)
-                if room < 1:
-                    return Completion("", "error", len(tokens), error=f"prompt of {len(tokens)} tokens exceeds the context")
-                slot, shared = self._pick_slot(tokens)
-                cached = self._cut_to_block(slot, shared, len(tokens))
-                out = slot.create_completion(
-                    tokens,
-                    max_tokens=min(params.max_new_tokens, room),
-                    temperature=params.temperature,
-                    top_k=params.top_k if params.temperature > 0 else 1,
-                    top_p=params.top_p,
-                    min_p=0.0,
-                    repeat_penalty=1.0,
-                    presence_penalty=params.presence_penalty,
-                    stop=list(params.stop),
-                    seed=params.seed,
-                    logits_processor=self._min_tokens(len(tokens), params.min_new_tokens),
-                    stopping_criteria=self._until(cancel),
-                )
-            except (RuntimeError, ValueError) as err:
-                return Completion("", "error", error=f"{type(err).__name__}: {err}")
-        if cancel is not None and cancel.is_set():  # cut short: not a real completion
-            return Completion("", "error", error="cancelled")
-        choice, usage = out["choices"][0], out["usage"]
-        # llama.cpp applies stop strings itself; cut again in case a stop spans a token boundary oddly
-        body, _ = cut_at_stop(choice["text"], params.stop)
-        return Completion(
-            text=body,
-            finish_reason=choice["finish_reason"] or "stop",
-            prompt_tokens=usage["prompt_tokens"],
-            completion_tokens=usage["completion_tokens"],
-            cached_tokens=cached,
-            seconds=time.perf_counter() - started,
-        )
+    # --- a call -------------------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[Prompt], params: GenParams | Sequence[GenParams]) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(prompts)
+        jobs = []
+        for index, (prompt, gp) in enumerate(zip(prompts, params_for(prompts, params))):
+            tokens = self._model.tokenize(self.render(prompt).encode("utf-8"), True, True)
+            room = self.n_ctx - len(tokens)
+            if room < 1:
+                results[index] = Completion("", "error", len(tokens),
+                                            error=f"prompt of {len(tokens)} tokens exceeds the context")
+            else:
+                jobs.append(_Job(index, tokens, gp, min(gp.max_new_tokens, room)))
+        with _cores.working():
+            for batch in self._batches(sorted(jobs, key=_Job.key)):
+                for job, completion in zip(batch, self._run_batch(batch)):
+                    results[job.index] = completion
+        return results  # type: ignore[return-value]
+
+    def _batches(self, jobs: list[_Job]) -> Iterator[list[_Job]]:
+        """Consecutive jobs, as many per batch as the sequences and the cells of a slot allow."""
+        batch: list[_Job] = []
+        for job in jobs:
+            candidate = [*batch, job]
+            if batch and (len(candidate) > self._max_seqs or self._cells_needed(candidate) > self._cells):
+                yield batch
+                candidate = [job]
+            batch = candidate
+        if batch:
+            yield batch
 
     @staticmethod
-    def _shared(slot: Any, tokens: list[int]) -> int:
-        done = slot._input_ids[: slot.n_tokens].tolist()
-        shared = 0
-        for a, b in zip(done, tokens):
-            if a != b:
-                break
-            shared += 1
+    def _shared_length(batch: list[_Job]) -> int:
+        """The prompt prefix all jobs share, leaving each at least one token of its own (for its logits)."""
+        first = batch[0].tokens
+        shared = min(len(j.tokens) for j in batch) - 1
+        for job in batch[1:]:
+            shared = min(shared, _common_prefix(first, job.tokens))
         return shared
 
-    def _pick_slot(self, tokens: list[int]) -> tuple[Any, int]:
-        """The slot sharing the longest prefix, and that length; a fresh slot when none shares a block
-        (a new one while there is room, else the least recently used). Used slots move to the end."""
-        if not self._reuse_prefix:
-            return self._slots[0], 0
-        shared = {id(slot): self._shared(slot, tokens) for slot in self._slots}
-        best = max(self._slots, key=lambda slot: shared[id(slot)])
-        if shared[id(best)] >= _BLOCK:
+    def _cells_needed(self, batch: list[_Job]) -> int:
+        shared = self._shared_length(batch)
+        return shared + sum(len(j.tokens) - shared + j.limit for j in batch)
+
+    def _run_batch(self, batch: list[_Job]) -> list[Completion]:
+        import llama_cpp
+
+        shared = self._shared_length(batch)
+        seqs = [_Sequence(job, self._sampler(job.params)) for job in batch]
+        slot = self._acquire_slot(batch[0].tokens[:shared])
+        started = time.perf_counter()
+        try:
+            reused = self._prepare(slot, batch[0].tokens[:shared])
+            self._read_prompts(slot, seqs, shared)
+            while self._step(slot, seqs):
+                pass
+        except _Cancelled:  # cut short: not a real completion
+            return [Completion("", "error", error="cancelled")] * len(batch)
+        except RuntimeError as err:
+            slot.prefix = []  # its cache may be half written: the next batch reads its prefix afresh
+            return [Completion("", "error", error=f"RuntimeError: {err}")] * len(batch)
+        finally:
+            slot.lock.release()
+            for seq in seqs:
+                llama_cpp.llama_sampler_free(seq.sampler)
+        seconds = (time.perf_counter() - started) / len(batch)
+        return [self._completion(seq, reused + (shared - reused if k else 0), seconds)
+                for k, seq in enumerate(seqs)]
+
+    def _completion(self, seq: _Sequence, cached: int, seconds: float) -> Completion:
+        # the stop string check ran on the text so far; cut again where a stop spans tokens oddly
+        body, _ = cut_at_stop(seq.text.decode("utf-8", "ignore"), seq.job.params.stop)
+        return Completion(body, seq.finish or "stop", len(seq.job.tokens), len(seq.made), cached, seconds)
+
+    # --- the cache ----------------------------------------------------------------------------------
+
+    def _acquire_slot(self, prefix: list[int]) -> _Slot:
+        """The slot for a batch, locked. Calls from several threads (the generator's instruction and instance
+        stages) decode at the same time on different slots; which slot a batch gets never changes its result."""
+        with self._lock:
+            slot = self._pick_slot(prefix)
+        slot.lock.acquire()
+        return slot
+
+    def _prepare(self, slot: _Slot, prefix: list[int]) -> int:
+        """Cut the slot's cache back to the reusable part of the prefix and read the rest of the prefix into
+        sequence 0; returns how many prefix tokens came from the cache."""
+        import llama_cpp
+
+        shared = _common_prefix(slot.prefix, prefix) if self._reuse_prefix else 0
+        reused = min(shared, len(prefix)) // _BLOCK * _BLOCK
+        memory = slot.context.memory
+        if reused == 0:
+            llama_cpp.llama_memory_clear(memory, False)
+        else:
+            llama_cpp.llama_memory_seq_rm(memory, -1, reused, -1)
+            for seq_id in range(1, self._max_seqs):
+                llama_cpp.llama_memory_seq_rm(memory, seq_id, -1, -1)
+        slot.prefix = prefix[:reused]
+        for start in range(reused, len(prefix), _BLOCK):  # blocks aligned to absolute positions
+            self._decode(slot, [(0, pos, prefix[pos], False) for pos in range(start, min(start + _BLOCK, len(prefix)))])
+        slot.prefix = list(prefix)
+        return reused
+
+    def _pick_slot(self, prefix: list[int]) -> _Slot:
+        """The slot sharing the longest prefix; when none shares a block, a new one while there is room,
+        else the least recently used of the idle ones. Used slots move to the end."""
+        shared = {id(slot): _common_prefix(slot.prefix, prefix) if self._reuse_prefix else 0
+                  for slot in self._slots}
+        best = max(self._slots, key=lambda slot: shared[id(slot)], default=None)
+        if best is not None and shared[id(best)] >= _BLOCK:
             self._slots.remove(best)
         elif len(self._slots) < self._max_slots:
-            best = self._new_slot()
-            shared[id(best)] = 0
+            best = _Slot(self._model, self._cells, self._max_seqs)
         else:
-            best = self._slots.pop(0)
+            best = next((slot for slot in self._slots if not slot.lock.locked()), self._slots[0])
+            self._slots.remove(best)
         self._slots.append(best)
-        return best, shared[id(best)]
+        return best
+
+    # --- decoding -----------------------------------------------------------------------------------
+
+    def _read_prompts(self, slot: _Slot, seqs: list[_Sequence], shared: int) -> None:
+        """Every sequence shares sequence 0's prefix; the rest of each prompt is read in calls of at most a
+        block, and each sequence samples its first token from the logits of its last prompt token."""
+        import llama_cpp
+
+        for seq_id in range(1, len(seqs)):
+            llama_cpp.llama_memory_seq_cp(slot.context.memory, 0, seq_id, 0, shared)
+        pending = [(seq_id, pos, seq.job.tokens[pos], pos == len(seq.job.tokens) - 1)
+                   for seq_id, seq in enumerate(seqs) for pos in range(shared, len(seq.job.tokens))]
+        for start in range(0, len(pending), _BLOCK):
+            chunk = pending[start:start + _BLOCK]
+            self._decode(slot, chunk)
+            for row, (seq_id, _, _, last) in enumerate(chunk):
+                if last:
+                    self._sample(slot, seqs[seq_id], row)
+
+    def _step(self, slot: _Slot, seqs: list[_Sequence]) -> bool:
+        """Feed every live sequence its newest token and sample the next; False once all have ended."""
+        live = [(seq_id, seq) for seq_id, seq in enumerate(seqs) if seq.finish is None]
+        if not live:
+            return False
+        self._decode(slot, [(seq_id, len(seq.job.tokens) + len(seq.made) - 1, seq.made[-1], True)
+                            for seq_id, seq in live])
+        for row, (_, seq) in enumerate(live):
+            self._sample(slot, seq, row)
+        return True
+
+    def _decode(self, slot: _Slot, rows: list[tuple[int, int, int, bool]]) -> None:
+        """One llama_decode call of (sequence, position, token, wants logits) rows. A thread working ahead
+        of its consumer stops here once it is told to (see backends.cancel_event)."""
+        import llama_cpp
+
+        cancel = cancel_event.get()
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled
+
+        threads = self.n_threads or _cores.share()
+        if threads != slot.threads:
+            llama_cpp.llama_set_n_threads(slot.context.ctx, threads, threads)
+            slot.threads = threads
+        batch = slot.batch.batch
+        batch.n_tokens = len(rows)
+        for i, (seq_id, pos, token, logits) in enumerate(rows):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, logits
+            batch.seq_id[i][0] = seq_id
+        status = llama_cpp.llama_decode(slot.context.ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status}")
+
+    def _sample(self, slot: _Slot, seq: _Sequence, row: int) -> None:
+        """Sample the sequence's next token from logits row `row` of the last decode, then decide whether
+        it ends there: an end-of-generation token, a stop string or its token limit."""
+        import llama_cpp
+
+        params = seq.job.params
+        if len(seq.made) < params.min_new_tokens:  # end-of-generation is banned until then
+            logits = llama_cpp.llama_get_logits_ith(slot.context.ctx, row)
+            for token in self._end_ids:
+                logits[token] = float("-inf")
+        token = llama_cpp.llama_sampler_sample(seq.sampler, slot.context.ctx, row)
+        if token in self._end_ids:
+            seq.finish = "stop"
+            return
+        seq.made.append(token)
+        seq.text += self._piece(token)
+        if params.stop and self._has_stop(seq):
+            seq.finish = "stop"
+        elif len(seq.made) >= seq.job.limit:
+            seq.finish = "length"
 
     @staticmethod
-    def _cut_to_block(slot: Any, shared: int, prompt_len: int) -> int:
-        """Cut the slot's cache back to the last block boundary within the shared prefix; return its length."""
-        # at least the last prompt token is always evaluated, to get fresh logits
-        aligned = min(shared, prompt_len - 1) // _BLOCK * _BLOCK
-        slot.n_tokens = min(slot.n_tokens, aligned)
-        return aligned
+    def _has_stop(seq: _Sequence) -> bool:
+        window = max(len(s) for s in seq.job.params.stop) + 64  # bytes: the newest token and a stop string
+        tail = bytes(seq.text[-window:]).decode("utf-8", "ignore")
+        return any(s and s in tail for s in seq.job.params.stop)
 
-    @staticmethod
-    def _until(cancel: threading.Event | None):
-        if cancel is None:
-            return None
-        from llama_cpp import StoppingCriteriaList
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        key = -token - 1 if special else token
+        if key not in self._pieces:
+            import llama_cpp
 
-        return StoppingCriteriaList([lambda input_ids, scores: cancel.is_set()])
+            buffer = ctypes.create_string_buffer(256)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, special)
+            self._pieces[key] = buffer.raw[: max(n, 0)]
+        return self._pieces[key]
 
-    def _min_tokens(self, prompt_len: int, min_new: int):
-        """Ban end-of-sequence until min_new tokens exist; stop strings still apply from the first token."""
-        if min_new <= 0:
-            return None
-        from llama_cpp import LogitsProcessorList
+    def _sampler(self, params: GenParams) -> int:
+        """llama.cpp's own sampler chain for one sequence: presence penalty over the completion, then
+        greedy, or top-k, top-p and temperature with the sequence's seed."""
+        import llama_cpp
 
-        banned = [t for t in {self._eos, *self._end_of_turn_ids()} if t >= 0]
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
 
-        def ban_eos(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-            if len(input_ids) - prompt_len < min_new:
-                scores[banned] = -np.inf
-            return scores
+        def add(sampler: int) -> None:
+            llama_cpp.llama_sampler_chain_add(chain, sampler)
 
-        return LogitsProcessorList([ban_eos])
-
-    def _end_of_turn_ids(self) -> list[int]:
-        eot = getattr(self._llm._model, "token_eot", None)
-        return [eot()] if eot else []
+        if params.presence_penalty:
+            # penalties look back over the whole completion; the binding names an extra leading n_vocab
+            # argument that llama.cpp's C function no longer has, so the window is passed in both places
+            window = max(1, params.max_new_tokens)
+            add(llama_cpp.llama_sampler_init_penalties(window, window, 1.0, 0.0, params.presence_penalty))
+        if params.temperature <= 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+            return chain
+        if params.top_k > 0:
+            add(llama_cpp.llama_sampler_init_top_k(params.top_k))
+        if params.top_p < 1.0:
+            add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+        add(llama_cpp.llama_sampler_init_temp(params.temperature))
+        add(llama_cpp.llama_sampler_init_dist(params.seed & 0xFFFFFFFF))
+        return chain
 
     def close(self) -> None:
         with self._lock:
             for slot in self._slots:
-                slot.close()
+                with slot.lock:
+                    slot.close()
+            self._slots.clear()
+            self._model.close()
