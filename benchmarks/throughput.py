@@ -3,24 +3,26 @@ decode speed for the same models and (2) a sequential, uncached implementation o
 
     python benchmarks/throughput.py [-n 50] [--out runs/throughput]
 
-(1) Each model greedily decodes 256 tokens after a short prompt through llama-cpp-python, one thread, as the run's
-members do: that rate is the engine's bound. "Engine time" is the time those rates need to decode exactly the
-tokens the run generated, one model after another; the run's efficiency is engine time / wall time (prompt reading,
-parsing, Rouge-L and I/O all count against it; parallel members can lift it above 100 %).
-(2) The baseline makes the same data set with every prompt read from its first token (no prefix cache), the
-extra members answering one after another, and the generator drafting a round only once the previous one is
-decided (no producer thread). Both runs must give identical data.
+(1) The engine's bound: each model, loaded through llama-cpp-python's own `Llama` class with every core, greedily
+decodes 256 tokens after a short prompt, one sequence at a time (best of three). "Engine time" is the time those
+rates need to decode exactly the tokens the run generated, one model after another; the run's share of the bound
+is engine time / wall time. Prompt reading, parsing, Rouge-L and I/O all count against the run; several
+sequences per decode step and members working side by side can lift it above 100 %.
+(2) The baseline runs the same pipeline code with one prompt decoded at a time, every prompt read from its first
+token (no prefix cache), the extra members answering one after another and each stage waiting for the one
+before (no producer threads). Its data set is a second sample of the same steps, not a copy of the first: a
+batch of sequences rounds its sums in another order than a single sequence, which can flip a sampled token.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import time
 from pathlib import Path
 
-from ensemble_instruct.backends import GenParams
-from ensemble_instruct.backends.llamacpp import LlamaCppBackend
+from ensemble_instruct.backends.llamacpp import LlamaCppBackend, _silence_llama_log
 from ensemble_instruct.config import build_config
 from ensemble_instruct.models import resolve_model
 from ensemble_instruct.pipeline import Pipeline
@@ -29,37 +31,48 @@ from ensemble_instruct.stats import summarize
 from ensemble_instruct.store import RunStore, read_jsonl
 
 PROBE = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
+CORES = len(os.sched_getaffinity(0))
 
 
 class SequentialPipeline(Pipeline):
     parallel_extras = False
 
 
-def open_backends(cfg, reuse_prefix: bool) -> dict[str, LlamaCppBackend]:
+def engine_rate(path: Path) -> float:
+    """Best of three: generated tokens per second of llama-cpp-python's own completion loop."""
+    from llama_cpp import Llama
+
+    _silence_llama_log()
+    llm = Llama(model_path=str(path), n_ctx=512, n_threads=CORES, n_threads_batch=CORES, verbose=False)
+    try:
+        rates = []
+        for _ in range(3):
+            started = time.perf_counter()
+            out = llm.create_completion(PROBE, max_tokens=256, temperature=0.0)
+            rates.append(out["usage"]["completion_tokens"] / (time.perf_counter() - started))
+            llm.reset()
+        return max(rates)
+    finally:
+        llm.close()
+
+
+def open_backends(cfg, baseline: bool) -> dict[str, LlamaCppBackend]:
     out = {}
     for m in cfg.members:
         path, info = resolve_model(m.model)
         out[m.name] = LlamaCppBackend(m.name, path, (m.kind or info.kind) == "instruct", m.n_ctx, m.n_threads,
-                                      reuse_prefix=reuse_prefix)
+                                      reuse_prefix=not baseline, max_seqs=1 if baseline else 16)
     return out
 
 
-def decode_rate(backend: LlamaCppBackend) -> float:
-    """Best of three: generated tokens per second with a prompt too short to matter."""
-    rates = []
-    for k in range(3):
-        done = backend.generate([PROBE], GenParams(max_new_tokens=256, min_new_tokens=256, seed=k))[0]
-        rates.append(done.completion_tokens / done.seconds)
-    return max(rates)
-
-
-def timed_run(cfg, out: Path, reuse_prefix: bool, pipeline_class: type[Pipeline]) -> float:
+def timed_run(cfg, out: Path, baseline: bool) -> float:
     shutil.rmtree(out, ignore_errors=True)
-    backends = open_backends(cfg, reuse_prefix)
+    backends = open_backends(cfg, baseline)
     try:
         store = RunStore(out, cfg)
         started = time.perf_counter()
-        pipeline_class(cfg, store, backends, load_seeds(cfg.seeds), load_demos()).run()
+        pipeline = SequentialPipeline if baseline else Pipeline
+        pipeline(cfg, store, backends, load_seeds(cfg.seeds), load_demos()).run()
         seconds = time.perf_counter() - started
         store.close()
         return seconds
@@ -68,38 +81,43 @@ def timed_run(cfg, out: Path, reuse_prefix: bool, pipeline_class: type[Pipeline]
             b.close()
 
 
+def generated_tokens(run_dir: Path) -> dict[str, int]:
+    tokens: dict[str, int] = {}
+    for members in summarize(run_dir)["usage"].values():
+        for name, usage in members.items():
+            tokens[name] = tokens.get(name, 0) + usage["completion_tokens"]
+    return tokens
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=50, help="kept examples per type")
     parser.add_argument("--out", type=Path, default=Path("runs/throughput"))
+    parser.add_argument("--no-baseline", action="store_true", help="time this pipeline alone")
     args = parser.parse_args()
+    arms = ("ours",) if args.no_baseline else ("ours", "baseline")
     cfg = build_config({"type_a": {"target": args.n}, "type_b": {"target": args.n}, "exports": ["jsonl"]})
 
-    backends = open_backends(cfg, True)
-    rates = {name: decode_rate(b) for name, b in backends.items()}
-    for b in backends.values():
-        b.close()
+    rates = {m.name: engine_rate(resolve_model(m.model)[0]) for m in cfg.members}
+    seconds = {arm: timed_run(cfg, args.out / arm, arm == "baseline") for arm in arms}
 
-    ours = timed_run(cfg, args.out / "ours", True, Pipeline)
-    baseline = timed_run(cfg, args.out / "baseline", False, SequentialPipeline)
-    same = list(read_jsonl(args.out / "ours" / "data.jsonl")) == list(read_jsonl(args.out / "baseline" / "data.jsonl"))
-
-    summary = summarize(args.out / "ours")
-    generated = {name: 0 for name in rates}
-    for members in summary["usage"].values():
-        for name, usage in members.items():
-            generated[name] += usage["completion_tokens"]
-    engine_s = sum(generated[name] / rates[name] for name in rates)
-    total = sum(generated.values())
-
-    print(f"kept examples: {summary['kept']}; identical data in both runs: {'yes' if same else 'NO'}")
-    print(f"{'member':>20} {'engine tok/s':>12} {'tokens generated':>16} {'engine s':>9}")
+    print(f"{CORES} cores; the engine decodes one sequence at a time with all of them")
+    print(f"{'member':>16} {'engine tok/s':>12} {'our tokens':>10} {'engine s':>9}")
+    tokens = generated_tokens(args.out / "ours")
     for name, rate in rates.items():
-        print(f"{name:>20} {rate:>12.1f} {generated[name]:>16} {generated[name] / rate:>9.1f}")
-    print(f"engine time for the run's tokens: {engine_s:.0f} s ({total / engine_s:.1f} tok/s)")
-    print(f"this pipeline: {ours:.0f} s ({total / ours:.1f} tok/s), {engine_s / ours:.0%} of the engine's bound; "
-          f"prompt tokens from cache {summary['cached_share']:.0%}")
-    print(f"sequential, uncached baseline: {baseline:.0f} s; ratio {baseline / ours:.2f}x")
+        print(f"{name:>16} {rate:>12.1f} {tokens.get(name, 0):>10} {tokens.get(name, 0) / rate:>9.1f}")
+    for arm in arms:
+        summary, made = summarize(args.out / arm), generated_tokens(args.out / arm)
+        engine_s = sum(made.get(name, 0) / rate for name, rate in rates.items())
+        total = sum(made.values())
+        print(f"{arm:>9}: {summary['kept']} kept in {seconds[arm]:.0f} s; {total} tokens generated, "
+              f"{total / seconds[arm]:.1f} tok/s = {engine_s / seconds[arm]:.0%} of the engine's bound "
+              f"({engine_s:.0f} s); prompt tokens from cache {summary['cached_share']:.0%}")
+    if args.no_baseline:
+        return
+    same = list(read_jsonl(args.out / "ours" / "data.jsonl")) == list(read_jsonl(args.out / "baseline" / "data.jsonl"))
+    print(f"end to end: the baseline took {seconds['baseline'] / seconds['ours']:.2f}x as long; "
+          f"identical data sets: {'yes' if same else 'no (see the docstring)'}")
 
 
 if __name__ == "__main__":

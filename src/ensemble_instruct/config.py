@@ -86,7 +86,7 @@ class TypeBConfig(TypeConfig):
 
 class InstructionConfig(_Closed):
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=256, min_new_tokens=15)
-    batch_size: int = Field(default=4, ge=1)  # prompts per round
+    batch_size: int = Field(default=8, ge=1)  # prompts per round
     max_attempts: int = Field(default=0, ge=0)  # prompts per type before giving up; 0 = 20 × target
     novelty_threshold: float = Field(default=0.7, gt=0, le=1)
     min_words: int = Field(default=4, ge=1)  # the method rejects <= 3 words
