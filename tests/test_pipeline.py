@@ -12,7 +12,7 @@ import pytest
 from ensemble_instruct.backends import Completion, cancel_event
 from ensemble_instruct.backends.scripted import ScriptedBackend
 from ensemble_instruct.config import build_config
-from ensemble_instruct.pipeline import Pipeline
+from ensemble_instruct.pipeline import Pipeline, Progress
 from ensemble_instruct.prompts import INSTRUCTION_HEADER
 from ensemble_instruct import run as run_module
 from ensemble_instruct.run import run_generation
@@ -311,9 +311,10 @@ def test_the_method_as_published_lets_two_copies_agree(tmp_path):
 
 
 def test_drafting_ahead_leaves_no_trace_of_unused_rounds(tmp_path, monkeypatch):
-    """The generator drafts a round ahead of the extra members; with slow extras it has always drafted
-    the next round when a type meets its target. That round must not reach the stage files, the log or
-    the data: the run stores exactly what a strictly sequential run stores."""
+    """The generator drafts a round ahead of the extra members; with slow extras and targets met by the
+    first round (before any keep rate is known) it has always drafted the next round when a type meets
+    its target. That round must not reach the stage files, the log or the data: the run stores exactly
+    what a strictly sequential run stores."""
     def slow(fn):
         def reply(prompt, params):
             time.sleep(0.01)
@@ -325,7 +326,7 @@ def test_drafting_ahead_leaves_no_trace_of_unused_rounds(tmp_path, monkeypatch):
         crew = backends(odd=agreeing)
         crew["ok"] = ScriptedBackend([slow(agreeing)], "ok")
         monkeypatch.setattr(run_module, "Pipeline", recipe)
-        run_generation(config(), tmp_path / name, backends=crew)
+        run_generation(config(type_a={"target": 2}, type_b={"target": 2}), tmp_path / name, backends=crew)
         runs[name] = crew
     for name in ("data.jsonl", "rejected.jsonl", "stages/instructions.jsonl", "stages/instances.jsonl"):
         ahead, sequential = (list(read_jsonl(tmp_path / run / name)) for run in ("ahead", "sequential"))
@@ -334,3 +335,17 @@ def test_drafting_ahead_leaves_no_trace_of_unused_rounds(tmp_path, monkeypatch):
         assert ahead == sequential, name
     # and the generator did draft more than it used
     assert len(runs["ahead"]["gen"].prompts) > len(runs["sequential"]["gen"].prompts)
+
+
+def test_drafting_stops_running_ahead_once_the_rounds_in_flight_should_meet_the_target():
+    progress = Progress({"A": 10, "B": 4})
+    assert not progress.enough_in_flight("A", 3)  # no round decided yet: no keep rate to go by
+    progress.decided("A", 3)
+    progress.decided("A", 3)  # 6 kept in 2 rounds: 3 a round, 4 to go
+    assert not progress.enough_in_flight("A", 3)  # 1 round in flight: 3 expected < 4
+    assert progress.enough_in_flight("A", 4)  # 2 rounds in flight: 6 expected >= 4
+    progress.decided("B", 0)
+    assert not progress.enough_in_flight("B", 5)  # a keep rate of 0 never holds drafting back
+    assert progress.wait()
+    progress.stop()
+    assert not progress.wait()  # the run has ended: a waiting drafter gives up at once
