@@ -59,8 +59,8 @@ class Progress:
 
     Drafting stops running ahead on a type once the rounds already drafted for it are expected to meet its
     target (at the keep rate of its decided rounds): a round drafted after its type is done is thrown away,
-    and near the end of a type that was up to two rounds in ten. Which rounds are drafted when changes no
-    record, only the order in which the types' rounds are made."""
+    and with two stages running ahead that was up to two rounds per type. Which rounds are drafted when
+    changes no record, only the order in which the types' rounds are made."""
 
     def __init__(self, targets: dict[str, int]) -> None:
         self.targets = targets
