@@ -1,6 +1,7 @@
 """Shared fixtures: the reference data beside the repository, and the embedded models."""
 
 import importlib.util
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,15 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "self_instruct_seed_tasks.jsonl").exists():
         pytest.skip("the shared reference data is not beside this checkout")
     return SHARED_DATA
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt here and in the processes a test starts. A shell starts its background
+    jobs with SIGINT ignored, and a process that inherits that never sees the Ctrl-C these tests send."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

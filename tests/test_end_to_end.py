@@ -138,7 +138,7 @@ def test_many_random_sigkills_lose_and_duplicate_nothing(reference_run, tmp_path
         assert sorted(map(str, found)) == sorted(map(str, keys(out)[name])), f"records differ in {name}"
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(reference_run, tmp_path):
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(reference_run, tmp_path, ctrl_c_raises):
     out, _ = reference_run
     broken = tmp_path / "interrupted"
     cmd = [sys.executable, "-m", "ensemble_instruct", "generate", "--out", str(broken), *SMALL]

@@ -216,7 +216,7 @@ def test_a_crash_between_the_lines_of_one_call_resumes_to_the_same_data(tmp_path
         assert sorted(map(json.dumps, read_jsonl(broken / name))) == sorted(map(json.dumps, read_jsonl(whole / name)))
 
 
-def test_ctrl_c_while_the_extras_answer_cuts_their_answers_short(tmp_path):
+def test_ctrl_c_while_the_extras_answer_cuts_their_answers_short(tmp_path, ctrl_c_raises):
     """Ctrl-C must not wait for every answer the extra members still have to write (minutes with real
     models): the answer in flight is cancelled, nothing cut short is stored, and a resume completes."""
     whole = tmp_path / "whole"
