@@ -2,6 +2,8 @@
 
 import importlib.util
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,34 @@ def ctrl_c_raises():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+HOLDER = """
+import sys
+from ensemble_instruct.store import sole_writer
+with sole_writer(sys.argv[1]):
+    print("holding", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def held_by_another_process():
+    """hold(directory) makes another process the directory's writer; the process is SIGKILLed at the end
+    of the test, or earlier by calling the returned kill()."""
+    procs: list[subprocess.Popen] = []
+
+    def hold(directory):
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline() == "holding\n"
+        return lambda: (proc.kill(), proc.wait())
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture(scope="session")

@@ -249,6 +249,24 @@ def test_ctrl_c_while_the_extras_answer_cuts_their_answers_short(tmp_path, ctrl_
     assert kept(broken) == kept(whole)
 
 
+def test_a_directory_another_process_writes_into_is_refused_until_that_process_ends(tmp_path,
+                                                                                       held_by_another_process):
+    """Two writers would append the same records twice. The lock dies with its process, so a killed run's
+    directory resumes."""
+    from ensemble_instruct.errors import UserError
+
+    whole = tmp_path / "whole"
+    run_generation(config(), whole, backends=backends(odd=agreeing))
+    shared = tmp_path / "shared"
+    kill = held_by_another_process(shared)
+    with pytest.raises(UserError, match="another process is writing there"):
+        run_generation(config(), shared, backends=backends(odd=agreeing))
+    assert not (shared / "stages").exists()
+    kill()  # SIGKILL: no clean release
+    run_generation(config(), shared, backends=backends(odd=agreeing))
+    assert kept(shared) == kept(whole)
+
+
 def test_another_configuration_cannot_reuse_the_directory(tmp_path):
     from ensemble_instruct.errors import UserError
 

@@ -91,6 +91,14 @@ def test_a_folder_of_another_training_is_refused(trained: Path, tiny_run: Path):
         train(tiny_run, replace(TINY, learning_rate=1e-3), trained)
 
 
+def test_a_folder_another_process_trains_into_is_refused(tmp_path: Path, held_by_another_process):
+    run = write_run(tmp_path / "run")
+    held_by_another_process(run / "adapter")
+    with pytest.raises(UserError, match="another process is writing there"):
+        train(run, TINY, run / "adapter")
+    assert not (run / "adapter" / "checkpoint").exists()
+
+
 def test_labels_cover_the_response_and_end_of_sequence_only(smollm2_path):
     _, tokenizer = load_model(resolve_base("smollm2-135m-instruct"))
     example = {"instruction": "Add the two numbers.", "input": "2 and 3", "output": "5"}

@@ -18,7 +18,7 @@ from .pipeline import Pipeline
 from .self_instruct import SelfInstructPipeline
 from .seeds import load_demos, load_seeds
 from .stats import summarize
-from .store import RunStore
+from .store import RunStore, sole_writer
 
 
 def open_members(cfg: RunConfig) -> dict[str, Backend]:
@@ -80,27 +80,33 @@ def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: 
     seeds = load_seeds(cfg.seeds)
     demos = load_demos()
     RunStore.check(out_dir, cfg, force)  # before loading models: a refused directory fails at once
-    own = backends is None
-    backends = backends if backends is not None else open_members(cfg)
-    try:
-        store = RunStore(out_dir, cfg, force=force)
+    with sole_writer(out_dir):
+        own = backends is None
+        backends = backends if backends is not None else open_members(cfg)
         try:
-            if console is not None and store.resumed:
-                console.print(f"resuming the run in {out_dir}")
-            view = ProgressView(cfg, console) if console is not None else None
-            recipe = SelfInstructPipeline if cfg.method == "self-instruct" else Pipeline
-            pipeline = recipe(cfg, store, backends, seeds, demos, on_event=view or (lambda kind, data: None))
-            if view:
-                with view.progress:
-                    pipeline.run()
-            else:
-                pipeline.run()
+            _run_pipeline(cfg, out_dir, force, console, backends, seeds, demos)
         finally:
-            store.close()
-    finally:
-        if own:
-            close_all(backends)
-    export(out_dir, [f for f in cfg.exports if f != "jsonl"])
-    summary = summarize(out_dir)
-    (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            if own:
+                close_all(backends)
+        export(out_dir, [f for f in cfg.exports if f != "jsonl"])
+        summary = summarize(out_dir)
+        (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _run_pipeline(cfg: RunConfig, out_dir: Path, force: bool, console: Console | None,
+                  backends: dict[str, Backend], seeds, demos) -> None:
+    store = RunStore(out_dir, cfg, force=force)
+    try:
+        if console is not None and store.resumed:
+            console.print(f"resuming the run in {out_dir}")
+        view = ProgressView(cfg, console) if console is not None else None
+        recipe = SelfInstructPipeline if cfg.method == "self-instruct" else Pipeline
+        pipeline = recipe(cfg, store, backends, seeds, demos, on_event=view or (lambda kind, data: None))
+        if view:
+            with view.progress:
+                pipeline.run()
+        else:
+            pipeline.run()
+    finally:
+        store.close()

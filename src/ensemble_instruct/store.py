@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+from filelock import FileLock, Timeout
 
 from . import __version__
 from .config import RunConfig
@@ -17,6 +19,31 @@ from .errors import UserError
 STAGE_FILES = ("instructions", "instances", "outputs")
 KEPT = "data.jsonl"
 REJECTED = "rejected.jsonl"
+LOCK = ".writer.lock"
+
+
+@contextmanager
+def sole_writer(directory: Path) -> Iterator[None]:
+    """Hold DIRECTORY for this process while it writes there: two processes appending to one directory would
+    store the same work twice. The operating system drops the lock with the process, so a killed run does not
+    keep it from being resumed. A directory made here and left with nothing but the lock is removed."""
+    directory = Path(directory)
+    made = not directory.exists()
+    lock = FileLock(directory / LOCK, timeout=0)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{directory}: another process is writing there; wait for it to end or stop it") from None
+    except OSError as err:
+        raise UserError(f"{directory}: cannot write ({err.strerror})") from None
+    try:
+        yield
+    finally:
+        lock.release()
+        if made and [p.name for p in directory.iterdir()] == [LOCK]:
+            (directory / LOCK).unlink()
+            directory.rmdir()
 
 
 def read_jsonl(path: Path, repair: bool = False) -> Iterator[dict[str, Any]]:

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .errors import UserError
 from .models import cache_dir, resolve_model, sha256_of
-from .store import KEPT, read_jsonl
+from .store import KEPT, read_jsonl, sole_writer
 
 DEFAULT_BASE = "gemma-3-270m"
 RECORD = "training_record.json"
@@ -251,8 +251,14 @@ def train(run_dir: Path, cfg: TrainConfig, out_dir: Path | None = None, console:
     examples, data_hash = load_examples(run_dir)
     out_dir = Path(out_dir) if out_dir else default_out(run_dir, cfg.base)
     run_hash = cfg.content_hash(data_hash)
-    if (record := _finished_record(out_dir, run_hash, force)) is not None:
-        return record
+    with sole_writer(out_dir):
+        if (record := _finished_record(out_dir, run_hash, force)) is not None:
+            return record
+        return _fit(run_dir, cfg, out_dir, examples, data_hash, run_hash, console)
+
+
+def _fit(run_dir: Path, cfg: TrainConfig, out_dir: Path, examples: list[dict[str, str]], data_hash: str,
+         run_hash: str, console: Console | None) -> dict[str, Any]:
     base = resolve_base(cfg.base)
     import torch
 
