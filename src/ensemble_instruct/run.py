@@ -96,6 +96,7 @@ def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: 
 
 def _run_pipeline(cfg: RunConfig, out_dir: Path, force: bool, console: Console | None,
                   backends: dict[str, Backend], seeds, demos) -> None:
+    """The chosen recipe over the run directory's store, which is closed however the run ends."""
     store = RunStore(out_dir, cfg, force=force)
     try:
         if console is not None and store.resumed:
