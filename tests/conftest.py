@@ -47,12 +47,15 @@ def held_by_another_process():
                                 stdout=subprocess.PIPE, text=True)
         procs.append(proc)
         assert proc.stdout.readline() == "holding\n"
-        return lambda: (proc.kill(), proc.wait())
+        return lambda: kill(proc)
+
+    def kill(proc):
+        proc.kill()
+        proc.wait()
 
     yield hold
     for proc in procs:
-        proc.kill()
-        proc.wait()
+        kill(proc)
 
 
 @pytest.fixture(scope="session")
