@@ -14,7 +14,8 @@ import yaml
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from ensemble_instruct import compare as compare_module  # noqa: E402
-from ensemble_instruct.compare import compare, data_configs, shared_budget, to_markdown  # noqa: E402
+from ensemble_instruct.compare import (compare, data_configs, differences, paired_difference,  # noqa: E402
+                                       shared_budget, to_markdown)
 from ensemble_instruct.train import TrainConfig  # noqa: E402
 
 SHIPPED = Path(str(files("ensemble_instruct") / "data" / "eval_tasks.jsonl"))
@@ -46,7 +47,46 @@ def test_markdown_table_has_a_row_per_training_set():
     assert lines[0] == "| training data | examples | p | q | average |"
     assert lines[2:5] == ["| m, zero-shot | 0 | 10.0 | 20.0 | 15.0 |", "| EO | 12 | 30.0 | 41.0 | 35.5 |",
                           "| SO | 0 | - | - | - |"]
-    assert "4 steps of 2 examples" in lines[-1]
+    assert "4 steps of 2 examples" in lines[6]
+    assert len(lines) == 7  # no intervals without item scores
+
+    table["differences"] = [{"better": "EO", "worse": "none", "difference": 20.5, "low": 12.0, "high": 28.25},
+                            {"better": "EO", "worse": "SO", "difference": -1.0, "low": -3.5, "high": 1.5}]
+    assert to_markdown(table).splitlines()[8:] == [
+        "Average Rouge-L differences, with paired bootstrap intervals over the items (10,000 draws):",
+        "- EO minus the zero-shot base: +20.5 (95 % interval +12.0 to +28.2): higher",
+        "- EO minus SO: -1.0 (95 % interval -3.5 to +1.5): no difference shown at this size"]
+
+
+def test_a_constant_gap_has_no_spread_and_files_count_equally():
+    # every item 1 point better in the first file, 3 in the second: every draw gives (1 + 3) / 2
+    gap = paired_difference([[11, 12, 13], [5, 5]], [[10, 11, 12], [2, 2]])
+    assert gap == {"difference": 2.0, "low": 2.0, "high": 2.0}
+    assert paired_difference([[4, 7, 9]], [[4, 7, 9]]) == {"difference": 0.0, "low": 0.0, "high": 0.0}
+
+
+def test_the_interval_holds_the_gap_and_narrows_with_more_items():
+    # half the items 10 points better, half the same: a mean gap of 5 whose spread falls as 1/sqrt(n)
+    few = paired_difference([[10, 0] * 10], [[0, 0] * 10])
+    many = paired_difference([[10, 0] * 160], [[0, 0] * 160])
+    assert few["difference"] == many["difference"] == 5.0
+    assert few["low"] < 5.0 < few["high"] and many["low"] < 5.0 < many["high"]
+    # the standard error of the mean is 5 / sqrt(n): about 1.12 at 20 items and 0.28 at 320
+    assert 1.96 * 1.12 * 0.8 < (few["high"] - few["low"]) / 2 < 1.96 * 1.12 * 1.2
+    assert (many["high"] - many["low"]) / (few["high"] - few["low"]) == pytest.approx(0.25, abs=0.05)
+
+
+def test_the_papers_claims_are_measured_where_both_sides_were_scored():
+    scored = lambda items: {"p.jsonl": {"items": items}}  # noqa: E731
+    rows = [{"data_set": "none", "scores": scored([0, 0, 10])},
+            {"data_set": "ensemble-instruct", "scores": scored([20, 20, 20])},
+            {"data_set": "single-output", "scores": scored([30, 20, 40])},
+            {"data_set": "self-instruct", "scores": None}]
+    found = differences(rows, ["p.jsonl"])
+    assert [(g["better"], g["worse"], g["difference"]) for g in found] == [
+        ("ensemble-instruct", "none", 16.67), ("ensemble-instruct", "single-output", -10.0)]
+    # the single-output gaps are -10, 0, -20: no draw can be above 0, and all-zero draws are rare
+    assert found[1]["high"] <= 0 and found[1]["low"] >= -20
 
 
 @pytest.mark.slow
@@ -74,7 +114,13 @@ def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Pa
         assert (out / "adapters" / row["data_set"] / "adapter_model.safetensors").is_file()
         assert row["scores"][str(SHIPPED)]["n"] == 2
     assert json.loads((out / "compare.json").read_text()) == table
-    assert len((out / "compare.md").read_text().splitlines()) == 2 + 4 + 2
+    markdown = (out / "compare.md").read_text().splitlines()
+    assert len(markdown) == 2 + 4 + 2 + (1 + 1 + len(table["differences"]) if table["differences"] else 0)
+    scored = {r["data_set"]: r for r in rows if r["scores"] is not None}
+    for gap in table["differences"]:  # each claim is the difference of its two rows' scores
+        better, worse = (scored[gap[side]]["scores"][str(SHIPPED)]["overall"] for side in ("better", "worse"))
+        assert gap["difference"] == pytest.approx(better - worse, abs=0.01)
+        assert gap["low"] <= gap["difference"] <= gap["high"]
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished step ran again")

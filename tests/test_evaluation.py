@@ -52,6 +52,8 @@ def test_score_is_a_mean_over_instances_per_task_and_overall_times_100():
     result = score(items, [0, 1, 2], answers)
     assert result["tasks"] == {"t1": {"rougeL": 50.0, "n": 2}, "t2": {"rougeL": 100.0, "n": 1}}
     assert result["overall"] == pytest.approx(66.67) and result["n"] == 3
+    assert result["items"] == [100.0, 0.0, 100.0]  # in the order of the chosen items, for paired comparisons
+    assert score(items, [2, 1], answers)["items"] == [100.0, 0.0]
 
 
 def test_answers_stop_at_the_next_template_header():

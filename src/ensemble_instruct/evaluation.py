@@ -216,13 +216,15 @@ def _cached(path: Path) -> dict[int, str]:
 
 
 def score(items: list[EvalItem], indices: list[int], answers: dict[int, str]) -> dict[str, Any]:
-    """Per-task and overall mean Rouge-L x100 of the chosen items."""
+    """Per-task and overall mean Rouge-L x100 of the chosen items, and each item's score in their order (what
+    a paired comparison of two models resamples)."""
+    every = [rouge_l(answers[i], items[i].references) for i in indices]
     per_task: dict[str, list[float]] = defaultdict(list)
-    for i in indices:
-        per_task[items[i].task].append(rouge_l(answers[i], items[i].references))
-    every = [s for scores in per_task.values() for s in scores]
+    for i, value in zip(indices, every):
+        per_task[items[i].task].append(value)
     return {"overall": round(100 * sum(every) / len(every), 2), "n": len(every),
-            "tasks": {t: {"rougeL": round(100 * sum(s) / len(s), 2), "n": len(s)} for t, s in per_task.items()}}
+            "tasks": {t: {"rougeL": round(100 * sum(s) / len(s), 2), "n": len(s)} for t, s in per_task.items()},
+            "items": [round(100 * value, 2) for value in every]}
 
 
 def evaluate(spec: str, task_files: list[Path], limit: int | None = None, max_new_tokens: int = MAX_NEW_TOKENS,
