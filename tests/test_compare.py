@@ -50,8 +50,8 @@ def test_markdown_table_has_a_row_per_training_set():
     assert "4 steps of 2 examples" in lines[6]
     assert len(lines) == 7  # no intervals without item scores
 
-    table["differences"] = [{"better": "EO", "worse": "none", "difference": 20.5, "low": 12.0, "high": 28.25},
-                            {"better": "EO", "worse": "SO", "difference": -1.0, "low": -3.5, "high": 1.5}]
+    table["differences"] = [{"data_set": "EO", "against": "none", "difference": 20.5, "low": 12.0, "high": 28.25},
+                            {"data_set": "EO", "against": "SO", "difference": -1.0, "low": -3.5, "high": 1.5}]
     assert to_markdown(table).splitlines()[8:] == [
         "Average Rouge-L differences, with paired bootstrap intervals over the items (10,000 draws):",
         "- EO minus the zero-shot base: +20.5 (95 % interval +12.0 to +28.2): higher",
@@ -83,7 +83,7 @@ def test_the_papers_claims_are_measured_where_both_sides_were_scored():
             {"data_set": "single-output", "scores": scored([30, 20, 40])},
             {"data_set": "self-instruct", "scores": None}]
     found = differences(rows, ["p.jsonl"])
-    assert [(g["better"], g["worse"], g["difference"]) for g in found] == [
+    assert [(g["data_set"], g["against"], g["difference"]) for g in found] == [
         ("ensemble-instruct", "none", 16.67), ("ensemble-instruct", "single-output", -10.0)]
     # the single-output gaps are -10, 0, -20: no draw can be above 0, and all-zero draws are rare
     assert found[1]["high"] <= 0 and found[1]["low"] >= -20
@@ -118,8 +118,8 @@ def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Pa
     assert len(markdown) == 2 + 4 + 2 + (1 + 1 + len(table["differences"]) if table["differences"] else 0)
     scored = {r["data_set"]: r for r in rows if r["scores"] is not None}
     for gap in table["differences"]:  # each claim is the difference of its two rows' scores
-        better, worse = (scored[gap[side]]["scores"][str(SHIPPED)]["overall"] for side in ("better", "worse"))
-        assert gap["difference"] == pytest.approx(better - worse, abs=0.01)
+        ours, theirs = (scored[gap[side]]["scores"][str(SHIPPED)]["overall"] for side in ("data_set", "against"))
+        assert gap["difference"] == pytest.approx(ours - theirs, abs=0.01)
         assert gap["low"] <= gap["difference"] <= gap["high"]
 
     def must_not_run(*args, **kwargs):

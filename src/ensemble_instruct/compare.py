@@ -26,7 +26,7 @@ DATA_SETS: dict[str, tuple[str, dict[str, Any]]] = {
                       {"method": "ensemble-instruct", "ensemble": False}),
     "self-instruct": ("Self-Instruct recipe, same models", {"method": "self-instruct"}),
 }
-# The paper's claims, as (better, worse) pairs of data sets: tuning helps, ensembling helps, and the recipe beats
+# The paper's claims, as (data set, the one it should beat) pairs: tuning helps, ensembling helps, and the recipe beats
 # Self-Instruct's with the same models ("none" is the zero-shot base).
 CLAIMS = (("ensemble-instruct", "none"), ("ensemble-instruct", "single-output"),
           ("ensemble-instruct", "self-instruct"))
@@ -98,27 +98,28 @@ def compare(out_dir: Path, train_cfg: TrainConfig, task_files: list[Path], confi
     return table
 
 
-def paired_difference(better: list[list[float]], worse: list[list[float]], resamples: int = RESAMPLES,
+def paired_difference(first: list[list[float]], second: list[list[float]], resamples: int = RESAMPLES,
                       seed: int = 0) -> dict[str, float]:
     """The mean over task files of the per-item difference of two models' scores, and its 95 % percentile
     interval from a paired bootstrap: each file's items are drawn with replacement, the same draw for both
     models, so the interval reflects how much the figure would move on other items of the same kind."""
     rng = np.random.default_rng(seed)
     point, draws = 0.0, np.zeros(resamples)
-    for a, b in zip(better, worse, strict=True):
+    for a, b in zip(first, second, strict=True):
         gaps = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
         point += gaps.mean()
         draws += gaps[rng.integers(0, gaps.size, size=(resamples, gaps.size))].mean(axis=1)
-    low, high = np.percentile(draws / len(better), [2.5, 97.5])
-    return {"difference": round(point / len(better), 2), "low": round(float(low), 2), "high": round(float(high), 2)}
+    low, high = np.percentile(draws / len(first), [2.5, 97.5])
+    return {"difference": round(float(point) / len(first), 2), "low": round(float(low), 2),
+            "high": round(float(high), 2)}
 
 
 def differences(rows: list[dict[str, Any]], task_files: list[str]) -> list[dict[str, Any]]:
     """The paper's claims measured on these rows: each pair that was trained and scored, with its interval."""
     items = {row["data_set"]: [row["scores"][f]["items"] for f in task_files]
              for row in rows if row["scores"] is not None}
-    return [{"better": better, "worse": worse} | paired_difference(items[better], items[worse])
-            for better, worse in CLAIMS if better in items and worse in items]
+    return [{"data_set": name, "against": rival} | paired_difference(items[name], items[rival])
+            for name, rival in CLAIMS if name in items and rival in items]
 
 
 def _verdict(gap: dict[str, Any]) -> str:
@@ -145,7 +146,7 @@ def to_markdown(table: dict[str, Any]) -> str:
                 f"new tokens; base {table['base']}, LoRA, {table['training']['max_steps']} steps of "
                 f"{table['training']['batch_size']} examples for every data set"
                 + (f"; first {table['limit']} items of each task file" if table["limit"] else "") + ".")
-    gaps = [f"- {g['better']} minus {'the zero-shot base' if g['worse'] == 'none' else g['worse']}: "
+    gaps = [f"- {g['data_set']} minus {'the zero-shot base' if g['against'] == 'none' else g['against']}: "
             f"{g['difference']:+.1f} (95 % interval {g['low']:+.1f} to {g['high']:+.1f}): {_verdict(g)}"
             for g in table.get("differences", [])]
     if gaps:
