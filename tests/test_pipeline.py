@@ -1,5 +1,6 @@
 """The pipeline's logic with scripted models: funnel, provenance, modes and resume after a crash."""
 
+import io
 import json
 import random
 import re
@@ -8,6 +9,7 @@ import threading
 import time
 
 import pytest
+from rich.console import Console
 
 from ensemble_instruct.backends import Completion, cancel_event
 from ensemble_instruct.backends.scripted import ScriptedBackend
@@ -147,9 +149,14 @@ def test_without_the_dissenter_the_medoid_is_kept(tmp_path):
 
 
 def test_no_ensemble_keeps_the_single_output(tmp_path):
-    run_generation(config(ensemble=False), tmp_path, backends=backends(odd=disagreeing))
+    screen = io.StringIO()
+    run_generation(config(ensemble=False), tmp_path, backends=backends(odd=disagreeing),
+                   console=Console(file=screen, width=200))
     rows = kept(tmp_path)
     assert len(rows) == 10
+    bars = [line for line in screen.getvalue().splitlines() if line.startswith("kept ")]
+    assert [re.search(r" (\d+/\d+) ", line)[1] for line in bars] == ["6/6", "4/4"]
+    assert all("decided 10" in line for line in bars)
     assert all(r["provenance"]["selection"]["method"] == "single" for r in rows)
     assert all(len(r["provenance"]["candidates"]) == 1 for r in rows)
 

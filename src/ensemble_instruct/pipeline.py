@@ -367,6 +367,7 @@ class Pipeline:
         cands = [first, *extras]
         if not self.cfg.ensemble:
             self.store.add_kept(self._example(inst, cands, 0, "single", []))
+            self.on_event("decided", {"type": inst.type, "kept": True})
             return 1
         # Small models often answer a type-A task by repeating its input, and two that do so agree with
         # each other; such an answer is no answer, so it neither votes nor can be chosen.
