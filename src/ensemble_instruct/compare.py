@@ -26,8 +26,8 @@ DATA_SETS: dict[str, tuple[str, dict[str, Any]]] = {
                       {"method": "ensemble-instruct", "ensemble": False}),
     "self-instruct": ("Self-Instruct recipe, same models", {"method": "self-instruct"}),
 }
-# The paper's claims, as (data set, the one it should beat) pairs: tuning helps, ensembling helps, and the recipe beats
-# Self-Instruct's with the same models ("none" is the zero-shot base).
+# The paper's claims, as (data set, the one it should beat) pairs: tuning helps, ensembling helps, and the
+# recipe beats Self-Instruct's with the same models ("none" is the zero-shot base).
 CLAIMS = (("ensemble-instruct", "none"), ("ensemble-instruct", "single-output"),
           ("ensemble-instruct", "self-instruct"))
 RESAMPLES = 10_000
