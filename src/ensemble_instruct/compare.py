@@ -146,13 +146,18 @@ def to_markdown(table: dict[str, Any]) -> str:
                 f"new tokens; base {table['base']}, LoRA, {table['training']['max_steps']} steps of "
                 f"{table['training']['batch_size']} examples for every data set"
                 + (f"; first {table['limit']} items of each task file" if table["limit"] else "") + ".")
-    gaps = [f"- {g['data_set']} minus {'the zero-shot base' if g['against'] == 'none' else g['against']}: "
-            f"{g['difference']:+.1f} (95 % interval {g['low']:+.1f} to {g['high']:+.1f}): {_verdict(g)}"
-            for g in table.get("differences", [])]
-    if gaps:
-        gaps.insert(0, "Average Rouge-L differences, with paired bootstrap intervals over the items "
-                       f"({RESAMPLES:,} draws):")
-    return "\n".join(lines + ["", settings] + ([""] + gaps if gaps else [])) + "\n"
+    lines += ["", settings]
+    if table.get("differences"):
+        lines += ["", "Average Rouge-L differences, with paired bootstrap intervals over the items "
+                      f"({RESAMPLES:,} draws):"]
+        lines += [_claim_line(gap) for gap in table["differences"]]
+    return "\n".join(lines) + "\n"
+
+
+def _claim_line(gap: dict[str, Any]) -> str:
+    rival = "the zero-shot base" if gap["against"] == "none" else gap["against"]
+    return (f"- {gap['data_set']} minus {rival}: {gap['difference']:+.1f} "
+            f"(95 % interval {gap['low']:+.1f} to {gap['high']:+.1f}): {_verdict(gap)}")
 
 
 def _say(console: Console | None, text: str) -> None:

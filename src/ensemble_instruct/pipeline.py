@@ -366,9 +366,7 @@ class Pipeline:
         first = Candidate(0, inst.model, "generator", "few_shot", inst.output)
         cands = [first, *extras]
         if not self.cfg.ensemble:
-            self.store.add_kept(self._example(inst, cands, 0, "single", []))
-            self.on_event("decided", {"type": inst.type, "kept": True})
-            return 1
+            return self._keep(inst, self._example(inst, cands, 0, "single", []))
         # Small models often answer a type-A task by repeating its input, and two that do so agree with
         # each other; such an answer is no answer, so it neither votes nor can be chosen.
         voters = [c for c in cands if not self._copies_input(inst, c.text)]
@@ -381,7 +379,11 @@ class Pipeline:
             min_pair = verdict.min_pair and [voters[i].index for i in verdict.min_pair]
             return self._reject(inst, cands, verdict.method, verdict.min_score, pairwise, min_pair, copies)
         chosen = voters[verdict.chosen_index].index
-        self.store.add_kept(self._example(inst, cands, chosen, verdict.method, pairwise, copies))
+        return self._keep(inst, self._example(inst, cands, chosen, verdict.method, pairwise, copies))
+
+    def _keep(self, inst: Instance, example: dict[str, Any]) -> int:
+        """Store a kept example and announce the decision (the progress bars count these)."""
+        self.store.add_kept(example)
         self.on_event("decided", {"type": inst.type, "kept": True})
         return 1
 
