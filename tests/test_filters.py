@@ -1,6 +1,6 @@
 import pytest
 
-from ensemble_instruct.filters import check_instruction
+from ensemble_instruct.filters import check_answer, check_instruction
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,33 @@ def test_rules_apply_in_the_method_order():
     assert check_instruction("Draw it") == "too_short"
     # a keyword wins over leading punctuation
     assert check_instruction("- Plot the sales for this year.") == "keyword:plot"
+
+
+@pytest.mark.parametrize(
+    ("text", "finish", "reason"),
+    [
+        ("", "stop", "empty"),
+        (" .. !", "stop", "empty"),  # no word left once punctuation goes
+        ("Fruit", "stop", None),  # a one-word label taken from the instruction is an answer
+        ("The tomato is a fruit", "stop", None),  # 3 of 5 words follow the instruction: below 0.8
+        ("A full answer that ran out of room", "length", "truncated"),
+        # 8 of its 10 words are the instruction's, in order: a restatement, not an answer
+        ("Here's a 10-minute yoga routine for a beginner:", "stop", "repeats_instruction"),
+        ("I am sorry. " * 8, "stop", "degenerate_repetition"),  # 24 words, 3 distinct 4-grams of 21
+        ("1. Fact\n2. Opinion\n3. Fact\n4. Opinion", "stop", None),  # a numbered list is not a loop
+    ],
+)
+def test_check_answer(text, finish, reason):
+    instruction = "Create a 10-minute yoga routine for a beginner. Is a tomato a fruit or a vegetable?"
+    assert check_answer(text, instruction, finish) == reason
+
+
+def test_answer_hygiene_thresholds_are_at_their_edges():
+    instruction = "one two three four five six seven eight nine ten"
+    assert check_answer("one two three four", instruction) == "repeats_instruction"  # 4 of 4
+    assert check_answer("one two three four xx", instruction) == "repeats_instruction"  # 4 of 5 = 0.8
+    assert check_answer("one two three four xx yy", instruction) is None  # 4 of 6
+    assert check_answer("one two three", instruction) is None  # under 4 words: exempt
+    loop = " ".join(["a", "b", "c"] * 8)  # 24 words, 3 distinct 4-grams of 21
+    assert check_answer(loop, "x") == "degenerate_repetition"
+    assert check_answer(loop[:-2], "x") is None  # 23 words: too short to call a loop

@@ -137,3 +137,27 @@ def test_a_call_larger_than_one_batch_is_split_the_same_way_every_time(smollm2_p
         small.close()
     assert all(d.ok and d.text.strip() for d in first)
     assert [d.text for d in first] == [d.text for d in again]
+
+
+def test_likelihood_matches_llama_cpp_pythons_own_log_probabilities(smollm2, smollm2_path):
+    """score() reads the prompt once and sums each answer's token log-probabilities; the library's own
+    echo of prompt log-probabilities, on prompt + answer, is the reference."""
+    from llama_cpp import Llama
+
+    chat = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    answers = ["Paris.", "The capital of France is Paris.", "banana banana banana"]
+    scored = smollm2.score(chat, answers)
+    reference = Llama(model_path=str(smollm2_path), n_ctx=512, logits_all=True, verbose=False)
+    try:
+        end = "<|im_end|>"
+        for answer, got in zip(answers, scored):
+            text = smollm2.render(chat) + answer + end
+            out = reference.create_completion(text, max_tokens=1, echo=True, logprobs=1, temperature=0)
+            echoed = out["choices"][0]["logprobs"]["token_logprobs"][:-1]  # the last one is the new token
+            expected = sum(echoed[-got.tokens:])
+            assert abs(got.logprob - expected) < 0.05 * got.tokens
+    finally:
+        reference.close()
+    # the model's own answer is the most likely per token; the order of the answers changes nothing
+    assert scored[1].mean > scored[0].mean > scored[2].mean
+    assert smollm2.score(chat, answers[::-1])[::-1] == scored

@@ -100,6 +100,10 @@ class InstanceConfig(_Closed):
 
 class OutputConfig(_Closed):
     sampling: SamplingConfig = SamplingConfig(temperature=0, top_k=0, max_new_tokens=256, min_new_tokens=1)
+    # Where an extra answer ends. "blank_line" is the method's: every member stops at a blank line or the end
+    # marker (made for FLAN-style short answers). "end_of_turn": chat members end at their end of turn, so a
+    # list or a second paragraph is not cut off; base members still stop where a demo ends.
+    stop: Literal["blank_line", "end_of_turn"] = "blank_line"
 
 
 class EnsembleConfig(_Closed):

@@ -10,9 +10,10 @@ from .prompts import END, build_base_output_prompt, build_zero_shot, parse_outpu
 from .records import Candidate, Demo, Instance, derive_seed
 
 
-def output_params(cfg: RunConfig) -> GenParams:
+def output_params(cfg: RunConfig, instruction_tuned: bool) -> GenParams:
     s = cfg.outputs.sampling
-    return GenParams(s.temperature, s.top_k, s.top_p, s.max_new_tokens, s.min_new_tokens, stop=("\n\n", END))
+    stop = (END,) if instruction_tuned and cfg.outputs.stop == "end_of_turn" else ("\n\n", END)
+    return GenParams(s.temperature, s.top_k, s.top_p, s.max_new_tokens, s.min_new_tokens, stop=stop)
 
 
 def prompt_mode(backend: Backend) -> str:
@@ -28,7 +29,7 @@ def generate_outputs(instances: Sequence[Instance], backend: Backend, demos: dic
     else:
         prompts = [build_base_output_prompt(i.type, demos[i.type][: cfg.type_config(i.type).instance_demos],
                                             i.instruction, i.input) for i in instances]
-    params = [output_params(cfg).with_seed(derive_seed(cfg.seed, "output", i.id, backend.name)) for i in instances]
+    params = [output_params(cfg, backend.instruction_tuned).with_seed(derive_seed(cfg.seed, "output", i.id, backend.name)) for i in instances]
     out = []
     for done in backend.generate(prompts, params):
         text = parse_output(done.text) if done.ok else ""

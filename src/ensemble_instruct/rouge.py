@@ -22,7 +22,7 @@ from rapidfuzz.distance import LCSseq
 from rouge_score import tokenize as _rs_tokenize
 
 __all__ = [
-    "NoveltyIndex", "NoveltyResult", "pairwise_rouge_l", "rouge_l", "rouge_l_tokens", "tokenize",
+    "NoveltyIndex", "NoveltyResult", "lcs_lengths", "pairwise_rouge_l", "rouge_l", "rouge_l_tokens", "tokenize",
 ]
 
 # The pruning bound 2*overlap/(len_a+len_b) and rouge_score's 2*p*r/(p+r) agree up to a few ulps;
@@ -122,6 +122,14 @@ def rouge_l(a: str, b: str, stem: bool = True) -> float:
     if not ids_a or not ids_b:
         return 0.0
     return _fmeasure(_LCS(seq_a, seq_b), len(ids_b), len(ids_a))
+
+
+def lcs_lengths(a: str, b: str, stem: bool = True) -> tuple[int, int, int]:
+    """(LCS, tokens of a, tokens of b): the parts of Rouge-L, for precision- or recall-like measures."""
+    enc = _ENCODERS[bool(stem)].encode
+    ids_a, seq_a = enc(a)
+    ids_b, seq_b = enc(b)
+    return (_LCS(seq_a, seq_b) if ids_a and ids_b else 0), len(ids_a), len(ids_b)
 
 
 def rouge_l_tokens(a: Sequence[str], b: Sequence[str]) -> float:

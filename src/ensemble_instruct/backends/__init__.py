@@ -57,6 +57,18 @@ class Completion:
         return self.error is None
 
 
+@dataclass(frozen=True, slots=True)
+class Likelihood:
+    """How likely a model finds a text after a prompt: summed log-probability over the text's tokens."""
+
+    logprob: float  # nan when the model could not score it (the text does not extend the prompt's tokens)
+    tokens: int
+
+    @property
+    def mean(self) -> float:
+        return self.logprob / self.tokens if self.tokens else float("nan")
+
+
 class Backend(Protocol):
     name: str  # goes into provenance
     instruction_tuned: bool  # zero-shot chat prompts if True, few-shot completion if False

@@ -6,8 +6,9 @@ after a 1,100-token few-shot block give 1.7 times the rate of one: the weights a
 and the prompts of a call usually share a few-shot block, which is then read once for all of them. Two rules
 keep a run reproducible, so that a resumed run makes the same data as an uninterrupted one:
 
-- A sequence's numbers depend on the other sequences of its batch, so a batch is a function of the call
-  alone: its prompts are sorted into a canonical order and packed the same way in any call order.
+- A sequence's numbers depend on the other sequences decoded with it, so the schedule is a function of the
+  call alone: its prompts are sorted into a canonical order, grouped by shared prefix, and each group is
+  decoded with at most max_seqs sequences live, a finished one handing its place to the next job in order.
 - The prefix kept from an earlier call is reused only up to a block boundary, and prompts are evaluated
   in blocks aligned to absolute positions, so every block is computed from the same input whatever the
   cache held before.
@@ -22,6 +23,7 @@ import ctypes
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from . import Completion, GenParams, Prompt, cancel_event, cut_at_stop, params_for
+from . import Completion, GenParams, Likelihood, Prompt, cancel_event, cut_at_stop, params_for
 
 if TYPE_CHECKING:
     from ..config import MemberConfig
@@ -219,22 +221,68 @@ class LlamaCppBackend:
             else:
                 jobs.append(_Job(index, tokens, gp, min(gp.max_new_tokens, room)))
         with _cores.working():
-            for batch in self._batches(sorted(jobs, key=_Job.key)):
-                for job, completion in zip(batch, self._run_batch(batch)):
+            for group in self._groups(sorted(jobs, key=_Job.key)):
+                for job, completion in zip(group, self._run_group(group)):
                     results[job.index] = completion
         return results  # type: ignore[return-value]
 
-    def _batches(self, jobs: list[_Job]) -> Iterator[list[_Job]]:
-        """Consecutive jobs, as many per batch as the sequences and the cells of a slot allow."""
-        batch: list[_Job] = []
+    def score(self, prompt: Prompt, answers: Sequence[str]) -> list[Likelihood]:
+        """How likely this model finds each answer to the prompt: the sum of the log-probabilities of the
+        answer's tokens (and, for a chat prompt, of the end of turn after them). Prefill only, no decoding;
+        the prompt is read once for all answers."""
+        import llama_cpp
+        import numpy as np
+
+        text = self.render(prompt)
+        end = self._piece(self._model.token_eos(), special=True).decode("utf-8", "ignore") if not isinstance(
+            prompt, str) else ""
+        head = self._model.tokenize(text.encode("utf-8"), True, True)
+        shared = len(head) - 1  # the last prompt token is read with each answer, for its first logits
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        out = []
+        with _cores.working():
+            slot = self._acquire_slot(head[:shared])
+            try:
+                self._prepare(slot, head[:shared])
+                for answer in answers:
+                    full = self._model.tokenize((text + answer + end).encode("utf-8"), True, True)
+                    start = _common_prefix(head, full)
+                    targets = full[start:]
+                    if start < len(head) - 1 or not targets or len(full) > self.n_ctx:
+                        out.append(Likelihood(float("nan"), len(targets)))
+                        continue
+                    llama_cpp.llama_memory_seq_cp(slot.context.memory, 0, 1, 0, shared)
+                    rows = [(1, pos, full[pos], True) for pos in range(shared, len(full) - 1)]
+                    total = 0.0
+                    for begin in range(0, len(rows), _BLOCK):
+                        chunk = rows[begin:begin + _BLOCK]
+                        self._decode(slot, chunk)
+                        for row, (_, pos, _, _) in enumerate(chunk):
+                            if pos + 1 >= start:
+                                logits = np.ctypeslib.as_array(
+                                    llama_cpp.llama_get_logits_ith(slot.context.ctx, row), shape=(n_vocab,))
+                                top = logits.max()
+                                total += float(logits[full[pos + 1]] - top - np.log(np.exp(logits - top).sum()))
+                    llama_cpp.llama_memory_seq_rm(slot.context.memory, 1, -1, -1)
+                    out.append(Likelihood(total, len(targets)))
+            finally:
+                slot.lock.release()
+        return out
+
+    def _groups(self, jobs: list[_Job]) -> Iterator[list[_Job]]:
+        """Consecutive jobs (in canonical order) that share their prefix block by block: a job that would cut
+        the group's shared prefix back by a block starts a group of its own."""
+        group: list[_Job] = []
+        blocks = 0
         for job in jobs:
-            candidate = [*batch, job]
-            if batch and (len(candidate) > self._max_seqs or self._cells_needed(candidate) > self._cells):
-                yield batch
-                candidate = [job]
-            batch = candidate
-        if batch:
-            yield batch
+            if group and len(group) > 1 and _common_prefix(group[0].tokens, job.tokens) // _BLOCK < blocks:
+                yield group
+                group = []
+            group.append(job)
+            if len(group) == 2:
+                blocks = self._shared_length(group) // _BLOCK
+        if group:
+            yield group
 
     @staticmethod
     def _shared_length(batch: list[_Job]) -> int:
@@ -245,34 +293,83 @@ class LlamaCppBackend:
             shared = min(shared, _common_prefix(first, job.tokens))
         return shared
 
-    def _cells_needed(self, batch: list[_Job]) -> int:
-        shared = self._shared_length(batch)
-        return shared + sum(len(j.tokens) - shared + j.limit for j in batch)
-
-    def _run_batch(self, batch: list[_Job]) -> list[Completion]:
+    def _run_group(self, group: list[_Job]) -> list[Completion]:
+        """Decode a group with at most max_seqs sequences live at once: a sequence that ends hands its place
+        (and its cache cells) to the next job, so a few long answers do not leave the step half empty. Which
+        job starts when depends only on the group, so the results do too."""
         import llama_cpp
 
-        shared = self._shared_length(batch)
-        seqs = [_Sequence(job, self._sampler(job.params)) for job in batch]
-        slot = self._acquire_slot(batch[0].tokens[:shared])
+        shared = self._shared_length(group)
+        queue = deque(group)
+        done: dict[int, _Sequence] = {}
+        live: dict[int, _Sequence] = {}
+        reading: dict[int, int] = {}  # sequence id -> next prompt position to read
+        slot = self._acquire_slot(group[0].tokens[:shared])
         started = time.perf_counter()
         try:
-            reused = self._prepare(slot, batch[0].tokens[:shared])
-            self._read_prompts(slot, seqs, shared)
-            while self._step(slot, seqs):
-                pass
+            reused = self._prepare(slot, group[0].tokens[:shared])
+            while queue or live:
+                self._admit(slot, queue, live, reading, shared)
+                self._advance(slot, live, reading)
+                for seq_id in [k for k, seq in live.items() if seq.finish is not None]:
+                    seq = live.pop(seq_id)
+                    done[seq.job.index] = seq
+                    llama_cpp.llama_memory_seq_rm(slot.context.memory, seq_id, shared if seq_id == 0 else -1, -1)
+                    llama_cpp.llama_sampler_free(seq.sampler)
         except _Cancelled:  # cut short: not a real completion
-            return [Completion("", "error", error="cancelled")] * len(batch)
+            return [Completion("", "error", error="cancelled")] * len(group)
         except RuntimeError as err:
-            slot.prefix = []  # its cache may be half written: the next batch reads its prefix afresh
-            return [Completion("", "error", error=f"RuntimeError: {err}")] * len(batch)
+            slot.prefix = []  # its cache may be half written: the next group reads its prefix afresh
+            return [Completion("", "error", error=f"RuntimeError: {err}")] * len(group)
         finally:
             slot.lock.release()
-            for seq in seqs:
+            for seq in live.values():
                 llama_cpp.llama_sampler_free(seq.sampler)
-        seconds = (time.perf_counter() - started) / len(batch)
-        return [self._completion(seq, reused + (shared - reused if k else 0), seconds)
-                for k, seq in enumerate(seqs)]
+        seconds = (time.perf_counter() - started) / len(group)
+        return [self._completion(done[job.index], reused if k == 0 else shared, seconds)
+                for k, job in enumerate(group)]
+
+    def _admit(self, slot: _Slot, queue: deque[_Job], live: dict[int, _Sequence], reading: dict[int, int],
+               shared: int) -> None:
+        """Start queued jobs while a sequence id and the cells for the job's whole length are free. Each new
+        sequence shares sequence 0's prefix cells."""
+        import llama_cpp
+
+        reserved = sum(len(seq.job.tokens) - shared + seq.job.limit for seq in live.values())
+        while queue and len(live) < self._max_seqs:
+            job = queue[0]
+            need = len(job.tokens) - shared + job.limit
+            if live and shared + reserved + need > self._cells:
+                return
+            queue.popleft()
+            seq_id = min(set(range(self._max_seqs)) - set(live))
+            if seq_id:
+                llama_cpp.llama_memory_seq_cp(slot.context.memory, 0, seq_id, 0, shared)
+            live[seq_id] = _Sequence(job, self._sampler(job.params))
+            reading[seq_id] = shared
+            reserved += need
+
+    def _advance(self, slot: _Slot, live: dict[int, _Sequence], reading: dict[int, int]) -> None:
+        """One decode call: the newest token of every generating sequence, then as much of the waiting prompts
+        as the block holds. A sequence samples its first token once its last prompt token is read."""
+        rows = [(seq_id, len(seq.job.tokens) + len(seq.made) - 1, seq.made[-1], True)
+                for seq_id, seq in live.items() if seq_id not in reading]
+        generating = len(rows)
+        for seq_id in sorted(reading):
+            tokens = live[seq_id].job.tokens
+            take = min(len(tokens) - reading[seq_id], _BLOCK - len(rows))
+            if take <= 0:
+                break
+            rows += [(seq_id, pos, tokens[pos], pos == len(tokens) - 1)
+                     for pos in range(reading[seq_id], reading[seq_id] + take)]
+            reading[seq_id] += take
+        self._decode(slot, rows)
+        for row, (seq_id, _, _, wants) in enumerate(rows):
+            if row < generating:
+                self._sample(slot, live[seq_id], row)
+            elif wants:
+                del reading[seq_id]
+                self._sample(slot, live[seq_id], row)
 
     def _completion(self, seq: _Sequence, cached: int, seconds: float) -> Completion:
         # the stop string check ran on the text so far; cut again where a stop spans tokens oddly
@@ -326,33 +423,6 @@ class LlamaCppBackend:
         return best
 
     # --- decoding -----------------------------------------------------------------------------------
-
-    def _read_prompts(self, slot: _Slot, seqs: list[_Sequence], shared: int) -> None:
-        """Every sequence shares sequence 0's prefix; the rest of each prompt is read in calls of at most a
-        block, and each sequence samples its first token from the logits of its last prompt token."""
-        import llama_cpp
-
-        for seq_id in range(1, len(seqs)):
-            llama_cpp.llama_memory_seq_cp(slot.context.memory, 0, seq_id, 0, shared)
-        pending = [(seq_id, pos, seq.job.tokens[pos], pos == len(seq.job.tokens) - 1)
-                   for seq_id, seq in enumerate(seqs) for pos in range(shared, len(seq.job.tokens))]
-        for start in range(0, len(pending), _BLOCK):
-            chunk = pending[start:start + _BLOCK]
-            self._decode(slot, chunk)
-            for row, (seq_id, _, _, last) in enumerate(chunk):
-                if last:
-                    self._sample(slot, seqs[seq_id], row)
-
-    def _step(self, slot: _Slot, seqs: list[_Sequence]) -> bool:
-        """Feed every live sequence its newest token and sample the next; False once all have ended."""
-        live = [(seq_id, seq) for seq_id, seq in enumerate(seqs) if seq.finish is None]
-        if not live:
-            return False
-        self._decode(slot, [(seq_id, len(seq.job.tokens) + len(seq.made) - 1, seq.made[-1], True)
-                            for seq_id, seq in live])
-        for row, (_, seq) in enumerate(live):
-            self._sample(slot, seq, row)
-        return True
 
     def _decode(self, slot: _Slot, rows: list[tuple[int, int, int, bool]]) -> None:
         """One llama_decode call of (sequence, position, token, wants logits) rows. A thread working ahead

@@ -1,0 +1,205 @@
+"""How well does each selection rule pick answers? The fast inner loop for stage 4, on tasks with references.
+
+    python benchmarks/selection.py --tasks FILE [--tasks FILE ...] [--fit FILE ...] [--member NAME=MODEL ...]
+
+Every member answers every item exactly as stage 3 asks it (greedy; instruction-tuned members zero-shot through
+their chat template, base members few-shot with the instance demos of the item's type), once per stop policy;
+answers are cached, so trying a new rule afterwards takes seconds. For each rule the table gives the Rouge-L
+(x100, stemmed, max over references: the evaluation's metric) of what it chose, over all items (a dropped item
+is answered by the generator, as in a data set made without ensembling) and over the items it keeps, the share
+kept, the score of the generator's answers on kept vs dropped items, and a paired bootstrap interval against
+the best single member. Each task file is split into two halves by a hash of the item (tune on one, report on
+the other); fitted weights come from the --fit files only (the seed tasks' own reference outputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ensemble_instruct.backends import make_backend
+from ensemble_instruct.config import MemberConfig, build_config
+from ensemble_instruct.evaluation import EvalItem, file_hash, load_tasks
+from ensemble_instruct.models import cache_dir
+from ensemble_instruct.outputs import generate_outputs
+from ensemble_instruct.rouge import rouge_l
+from ensemble_instruct.records import Instance
+from ensemble_instruct.seeds import data_path, load_demos
+
+MEMBERS = {
+    "qwen1.5b": "qwen2.5-coder-1.5b-instruct",
+    "qwen0.5b": "qwen2.5-coder-0.5b-instruct",
+    "smollm2": "smollm2-135m-instruct",
+    "gemma": "gemma-3-270m",
+}
+STOPS = ("end_of_turn", "blank_line")
+Rule = Callable[["Item", Sequence[str]], "str | None"]  # the member whose answer is kept, or None: dropped
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    finish: str  # "stop" | "length" | "error"
+    tokens: int
+    seconds: float
+
+
+def as_instance(item: EvalItem, index: int) -> Instance:
+    kind = "A" if item.input.strip() else "B"
+    return Instance(f"{kind}-{index}", f"task-{index}", kind, item.instruction, item.input, "", "", "")
+
+
+def cache_file(cache: Path, model: str, stop: str, tasks: Path, max_new_tokens: int) -> Path:
+    key = hashlib.sha256(json.dumps([model, stop, max_new_tokens]).encode()).hexdigest()[:8]
+    return cache / f"{Path(tasks).stem}-{file_hash(tasks)}-{model}-{stop}-{key}.jsonl"
+
+
+def read_cache(path: Path) -> dict[int, Answer]:
+    out: dict[int, Answer] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill: answered again
+                continue
+            index = row.pop("index")
+            out[index] = Answer(**row)
+    return out
+
+
+def collect(member: str, model: str, stop: str, tasks: Path, items: Sequence[EvalItem], cache: Path,
+            max_new_tokens: int, chunk: int = 32) -> dict[int, Answer]:
+    """The member's stage-3 answers to every item, from the cache where they exist."""
+    path = cache_file(cache, model, stop, tasks, max_new_tokens)
+    answers = read_cache(path)
+    todo = [i for i in range(len(items)) if i not in answers]
+    if not todo:
+        return answers
+    cfg = build_config({"outputs": {"stop": stop, "sampling": {"max_new_tokens": max_new_tokens}}})
+    demos = load_demos()
+    backend = make_backend(MemberConfig(name=member, model=model))
+    started, tokens = time.perf_counter(), 0
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            for start in range(0, len(todo), chunk):
+                block = todo[start:start + chunk]
+                out = generate_outputs([as_instance(items[i], i) for i in block], backend, demos, cfg, 0)
+                for i, (cand, done) in zip(block, out):
+                    answers[i] = Answer(cand.text, done.finish_reason, done.completion_tokens, round(done.seconds, 4))
+                    fh.write(json.dumps({"index": i, **answers[i].__dict__}, ensure_ascii=False) + "\n")
+                    tokens += done.completion_tokens
+                fh.flush()
+                rate = tokens / (time.perf_counter() - started)
+                print(f"  {member} [{stop}] {tasks.name}: {min(start + chunk, len(todo))}/{len(todo)} "
+                      f"({rate:.0f} tok/s)", flush=True)
+    finally:
+        backend.close()
+    return answers
+
+
+def seeds_outside_demos(cache: Path) -> Path:
+    """The shipped seed tasks that are not instance demos (a base member's few-shot prompt holds those), as a
+    task file to fit on."""
+    demo_ids = {d.seed_id for group in load_demos().values() for d in group}
+    rows = [line for line in data_path("seed_tasks.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["id"] not in demo_ids]
+    path = cache / "default_seeds_outside_demos.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+# --- scoring the rules --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Item:
+    file: str
+    half: int  # 0: tune, 1: report (a hash of the item, so the split is the same in every run)
+    instruction: str
+    input: str
+    references: tuple[str, ...]
+    answers: dict[str, Answer]  # member -> its answer
+    quality: dict[str, float]  # member -> Rouge-L x100 of its answer against the references
+
+
+def half_of(item: EvalItem) -> int:
+    return hashlib.sha256(f"{item.instruction}\x1f{item.input}".encode()).digest()[0] % 2
+
+
+def reference_score(text: str, references: Sequence[str]) -> float:
+    return 100 * max(rouge_l(ref, text) for ref in references)
+
+
+def load_items(path: Path, members: dict[str, str], stop: str, cache: Path, max_new_tokens: int) -> list[Item]:
+    evals = load_tasks(path)
+    answers = {m: collect(m, model, stop, path, evals, cache, max_new_tokens) for m, model in members.items()}
+    out = []
+    for i, item in enumerate(evals):
+        mine = {m: answers[m][i] for m in members}
+        out.append(Item(path.name, half_of(item), item.instruction, item.input, item.references, mine,
+                        {m: reference_score(a.text, item.references) for m, a in mine.items()}))
+    return out
+
+
+def interval(gaps: Sequence[float], resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of paired differences and its 95 % percentile bootstrap interval."""
+    values = np.asarray(gaps, dtype=float)
+    draws = values[np.random.default_rng(seed).integers(0, values.size, (resamples, values.size))].mean(axis=1)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(values.mean()), float(low), float(high)
+
+
+def summarize(items: Sequence[Item], rule: Rule, generator: str, members: Sequence[str]) -> dict[str, float]:
+    """One rule on some items: the chosen answers' reference score (a dropped item falls back to the
+    generator's answer), on kept items, the share kept, and the generator's score on kept vs dropped items."""
+    chosen, kept_scores, gen_kept, gen_dropped = [], [], [], []
+    for item in items:
+        pick = rule(item, members)
+        if pick is None:
+            chosen.append(item.quality[generator])
+            gen_dropped.append(item.quality[generator])
+        else:
+            chosen.append(item.quality[pick])
+            kept_scores.append(item.quality[pick])
+            gen_kept.append(item.quality[generator])
+    best = max(members, key=lambda m: np.mean([it.quality[m] for it in items]))
+    diff, low, high = interval([c - it.quality[best] for c, it in zip(chosen, items)])
+    return {"all": float(np.mean(chosen)), "kept": _mean(kept_scores), "share": len(kept_scores) / len(items),
+            "gen_kept": _mean(gen_kept), "gen_dropped": _mean(gen_dropped), "vs_best": diff, "low": low,
+            "high": high, "best": best}
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", action="append", type=Path, default=[], help="task files to report on")
+    parser.add_argument("--fit", action="append", type=Path, default=[], help="task files to fit on ('default': the shipped seeds that are not demos)")
+    parser.add_argument("--member", action="append", default=[], help="NAME=MODEL (default: the four shipped)")
+    parser.add_argument("--stop", action="append", choices=STOPS, default=[])
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--cache", type=Path, default=cache_dir().parent / "selection")
+    parser.add_argument("--collect-only", action="store_true")
+    args = parser.parse_args()
+    members = dict(m.split("=", 1) for m in args.member) or MEMBERS
+    args.cache.mkdir(parents=True, exist_ok=True)
+    fit = [seeds_outside_demos(args.cache) if str(f) == "default" else f for f in args.fit]
+    for path in [*fit, *args.tasks]:
+        items = load_tasks(path)
+        for stop in args.stop or STOPS:
+            for member, model in members.items():
+                collect(member, model, stop, path, items, args.cache, args.max_new_tokens)
+
+
+if __name__ == "__main__":
+    main()
