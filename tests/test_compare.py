@@ -127,7 +127,8 @@ def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Pa
 
     monkeypatch.setattr(compare_module, "run_generation", must_not_run)
     monkeypatch.setattr("ensemble_instruct.train.resolve_base", must_not_run)  # train returns its record first
-    monkeypatch.setattr("ensemble_instruct.evaluation.generate_answers", must_not_run)
+    monkeypatch.setattr("ensemble_instruct.evaluation.LlamaCppAnswers.answer", must_not_run)
+    monkeypatch.setattr("ensemble_instruct.evaluation.TransformersAnswers.answer", must_not_run)
     again = compare(out, train_cfg, [SHIPPED], overrides=overrides, limit=2, max_new_tokens=4,
                     cache=tmp_path / "cache")
     assert again["rows"] == rows

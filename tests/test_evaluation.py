@@ -157,7 +157,8 @@ def test_adapter_is_scored_beside_its_base_and_answers_are_cached(adapter: Path,
     def no_generation(*args, **kwargs):
         raise AssertionError("answers were generated again")
 
-    monkeypatch.setattr(evaluation, "generate_answers", no_generation)
+    monkeypatch.setattr(evaluation.LlamaCppAnswers, "answer", no_generation)
+    monkeypatch.setattr(evaluation.TransformersAnswers, "answer", no_generation)
     again = evaluation.evaluate(str(adapter), [SHIPPED], limit=4, max_new_tokens=8, cache=cache)
     assert again["files"] == result["files"]
     base_alone = evaluation.evaluate("smollm2-135m-instruct", [SHIPPED], limit=4, max_new_tokens=8, cache=cache)
@@ -174,3 +175,27 @@ def test_evaluate_command_prints_a_table_and_writes_json(adapter: Path, tmp_path
     assert "overall (2)" in result.stdout
     saved = json.loads(out.read_text())
     assert saved["limit"] == 2 and len(saved["subjects"]) == 2
+
+
+def test_llama_cpp_and_transformers_agree_on_most_answers(adapter: Path, tmp_path: Path):
+    """The adapter runs in llama.cpp as a GGUF LoRA over the base's quantized weights; transformers runs the
+    same weights dequantized. Greedy answers differ only where rounding flips a near tie."""
+    runs = {engine: evaluation.evaluate(str(adapter), [SHIPPED], limit=8, max_new_tokens=16, cache=tmp_path,
+                                        engine=engine) for engine in ("llamacpp", "transformers")}
+    assert runs["llamacpp"]["engine"] == "llamacpp" and (adapter / "adapter.gguf").is_file()
+    for label in runs["llamacpp"]["subjects"]:
+        fast, slow = (runs[e]["files"][str(SHIPPED)][label] for e in ("llamacpp", "transformers"))
+        assert sum(a == b for a, b in zip(fast["items"], slow["items"])) >= 6
+        assert abs(fast["overall"] - slow["overall"]) < 10
+
+
+def test_two_evaluations_sharing_a_cache_answer_each_item_once(adapter: Path, tmp_path: Path):
+    command = [sys.executable, "-m", "ensemble_instruct", "evaluate", "smollm2-135m-instruct", "--tasks",
+               str(SHIPPED), "--limit", "6", "--max-new-tokens", "4", "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ENSEMBLE_INSTRUCT_CACHE": str(tmp_path)}
+    both = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in both]
+    assert [p.returncode for p in both] == [0, 0] and outputs[0] == outputs[1]
+    (cached,) = (tmp_path / "evaluations").glob("*.jsonl")
+    indices = [json.loads(line)["index"] for line in cached.read_text().splitlines()]
+    assert sorted(indices) == sorted(set(indices)) and len(indices) == 6  # the second found them all there

@@ -207,6 +207,12 @@ def print_scores(result: dict[str, Any]) -> None:
         out.print(table)
 
 
+_engine_option = click.option(
+    "--engine", type=click.Choice(["auto", "llamacpp", "transformers"]), default="auto", show_default=True,
+    help="What answers: llama.cpp from the base's GGUF (an adapter as a GGUF LoRA), or transformers; auto "
+         "takes llama.cpp on a CPU and transformers on a GPU or for an HF folder.")
+
+
 @cli.command("evaluate")
 @click.argument("model")
 @click.option("--tasks", "task_files", multiple=True, required=True, type=click.Path(path_type=Path),
@@ -214,16 +220,17 @@ def print_scores(result: dict[str, Any]) -> None:
 @click.option("--limit", type=int, help="Score the first N items of each file, taken in turn from each task.")
 @click.option("--max-new-tokens", type=int, default=None, help="Answer length limit [default: 128].")
 @click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), help="Write the result as JSON.")
+@_engine_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_command(model: str, task_files: tuple[Path, ...], limit: int | None, max_new_tokens: int | None,
-                     out_path: Path | None, quiet: bool) -> None:
+                     out_path: Path | None, engine: str, quiet: bool) -> None:
     """Rouge-L of MODEL's greedy answers (a base, or an adapter from train beside its zero-shot base)."""
     from .evaluation import MAX_NEW_TOKENS, evaluate
 
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
     result = evaluate(model, list(task_files), limit, max_new_tokens or MAX_NEW_TOKENS,
-                      console=None if quiet else console)
+                      console=None if quiet else console, engine=engine)
     print_scores(result)
     if out_path:
         out_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -242,10 +249,11 @@ def evaluate_command(model: str, task_files: tuple[Path, ...], limit: int | None
 @click.option("--limit", type=int, help="Score the first N items of each task file.")
 @click.option("--max-new-tokens", type=int, default=None, help="Answer length limit [default: 128].")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a generation field.")
+@_engine_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def compare_command(config_path: Path | None, seeds_path: str | None, num: int, out_dir: Path, base: str,
                     task_files: tuple[Path, ...], limit: int | None, max_new_tokens: int | None,
-                    sets: tuple[str, ...], quiet: bool, **flags: Any) -> None:
+                    sets: tuple[str, ...], engine: str, quiet: bool, **flags: Any) -> None:
     """Ensemble-Instruct vs its single-output ablation vs the Self-Instruct recipe, fine-tuned and scored."""
     from importlib.resources import files
 
@@ -256,7 +264,7 @@ def compare_command(config_path: Path | None, seeds_path: str | None, num: int, 
     cfg = _train_config(base, {k: flags[k] for k in _TRAIN_FLAGS})
     tasks = list(task_files) or [Path(str(files("ensemble_instruct") / "data" / "eval_tasks.jsonl"))]
     table = compare(out_dir, cfg, tasks, config_path, overrides | _overrides(sets), limit,
-                    max_new_tokens or MAX_NEW_TOKENS, console=None if quiet else console)
+                    max_new_tokens or MAX_NEW_TOKENS, console=None if quiet else console, engine=engine)
     out.print((out_dir / "compare.md").read_text(), soft_wrap=True, highlight=False)
     out.print(f"wrote {out_dir / 'compare.json'} and {out_dir / 'compare.md'} ({len(table['rows'])} rows)")
 

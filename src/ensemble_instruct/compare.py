@@ -57,7 +57,7 @@ def shared_budget(cfg: TrainConfig, configs: dict[str, RunConfig]) -> TrainConfi
 def compare(out_dir: Path, train_cfg: TrainConfig, task_files: list[Path], config_path: Path | None = None,
             overrides: dict[str, Any] | None = None, limit: int | None = None,
             max_new_tokens: int = MAX_NEW_TOKENS, console: Console | None = None,
-            cache: Path | None = None) -> dict[str, Any]:
+            cache: Path | None = None, engine: str = "auto") -> dict[str, Any]:
     """Generate, train and evaluate each data set; write compare.json and compare.md into out_dir."""
     out_dir = Path(out_dir)
     configs = data_configs(config_path, overrides or {})
@@ -76,7 +76,8 @@ def compare(out_dir: Path, train_cfg: TrainConfig, task_files: list[Path], confi
         adapter = out_dir / "adapters" / name
         _say(console, f"[bold]{name}[/bold]: {kept} examples; training {budget.base} into {adapter}")
         record = train(run_dir, budget, adapter, console=console)
-        result = evaluate(str(adapter), task_files, limit, max_new_tokens, cache=cache, console=console)
+        result = evaluate(str(adapter), task_files, limit, max_new_tokens, cache=cache, console=console,
+                          engine=engine)
         base_label, tuned_label = result["subjects"]
         if zero_shot is None:
             zero_shot = {f: s[base_label] for f, s in result["files"].items()}
@@ -86,7 +87,7 @@ def compare(out_dir: Path, train_cfg: TrainConfig, task_files: list[Path], confi
     if zero_shot is None:  # nothing to train on: the base alone still gets its row
         zero_shot = {f: s[f"{budget.base} (zero-shot)"]
                      for f, s in evaluate(budget.base, task_files, limit, max_new_tokens, cache=cache,
-                                               console=console)["files"].items()}
+                                               console=console, engine=engine)["files"].items()}
     table = {"base": budget.base, "training": budget.__dict__, "limit": limit, "max_new_tokens": max_new_tokens,
              "task_files": [str(f) for f in task_files],
              "rows": [{"data_set": "none", "label": f"{budget.base}, zero-shot", "examples": 0, "scores": zero_shot}]

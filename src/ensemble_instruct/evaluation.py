@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import UserError
 from .models import cache_dir
+from .backends import GenParams
+from .models import resolve_model, sha256_of
 from .train import PROMPT_FORMAT, format_prompt, load_model, read_record, resolve_base
 
 MAX_NEW_TOKENS = 128  # SuperNI's own evaluation limit for targets
@@ -26,6 +30,7 @@ METRIC = "rouge_score rougeL F-measure, use_stemmer=True, default tokenizer; max
 # The template's header marker ends an answer: base models run on into a new example, under the template's
 # headers or ones they make up ("### Output:", "### Answer:").
 STOP_STRINGS = ("###",)
+ANSWER_BLOCK = 64  # answers made (and cached) per call: enough for full decode batches
 
 
 @dataclass(frozen=True)
@@ -140,37 +145,116 @@ def file_hash(path: Path) -> str:
 
 # -- the model under test -------------------------------------------------------------------------------
 
+ENGINES = ("auto", "llamacpp", "transformers")
+
 
 @dataclass
 class Subject:
     """A model to score: a label for tables and the identity its cached answers are filed under."""
 
     label: str
-    identity: str
-    adapter: bool
+    identity: str  # the base weights' hash, plus the adapter's
+    adapter: Path | None  # None: the base itself, zero-shot
 
 
-def open_subjects(spec: str):
-    """Load MODEL once; return (model, tokenizer, subjects): the model itself and, for an adapter, its base."""
+@dataclass
+class Target:
+    """What `evaluate MODEL` names: a base (registry name, GGUF file or HF folder) and, for an adapter folder
+    made by train, the adapter; the base is scored too, zero-shot, in the same table."""
+
+    base: str
+    gguf: Path | None  # the base's GGUF, for llama.cpp; None for an HF folder
+    subjects: list[Subject]
+
+
+def open_target(spec: str) -> Target:
     record = read_record(Path(spec)) if Path(spec).is_dir() else None
-    if record is None:
-        if Path(spec).is_dir() and (Path(spec) / "adapter_config.json").is_file():
-            raise UserError(f"{spec}: an adapter folder without training_record.json; evaluate adapters made by train")
-        base = resolve_base(spec)
-        model, tokenizer = load_model(base)
-        return model, tokenizer, [Subject(f"{spec} (zero-shot)", base.identity, False)]
-    from peft import PeftModel
+    if record is None and Path(spec).is_dir() and (Path(spec) / "adapter_config.json").is_file():
+        raise UserError(f"{spec}: an adapter folder without training_record.json; evaluate adapters made by train")
+    base = record["base"] if record else spec
+    folder = Path(base).expanduser()
+    if folder.is_dir():
+        gguf, identity = None, resolve_base(base).identity
+    else:
+        gguf, info = resolve_model(base)
+        identity = (info.sha256 if info is not None else sha256_of(gguf))[:16]
+    subjects = [Subject(f"{base} (zero-shot)", identity, None)]
+    if record:
+        adapter_hash = hashlib.sha256((Path(spec) / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
+        subjects.append(Subject(Path(spec).name, f"{identity}+{adapter_hash}", Path(spec)))
+    return Target(base, gguf, subjects)
 
-    base = resolve_base(record["base"])
-    model, tokenizer = load_model(base)
-    tuned = PeftModel.from_pretrained(model, spec)
-    adapter_hash = hashlib.sha256((Path(spec) / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
-    return tuned, tokenizer, [Subject(f"{record['base']} (zero-shot)", base.identity, False),
-                              Subject(Path(spec).name, f"{base.identity}+{adapter_hash}", True)]
+
+def pick_engine(target: Target, engine: str) -> str:
+    """llama.cpp where the base is a GGUF and no GPU is there (several times faster on a CPU); transformers
+    on a GPU, for HF folders, or when asked for."""
+    if engine not in ENGINES:
+        raise UserError(f"--engine must be one of {', '.join(ENGINES)}")
+    if engine == "llamacpp" and target.gguf is None:
+        raise UserError(f"{target.base}: llama.cpp needs a GGUF base; this one is an HF folder")
+    if engine != "auto":
+        return engine
+    return "llamacpp" if target.gguf is not None and not _cuda() else "transformers"
 
 
-def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
-                     on_batch=lambda n: None) -> list[str]:
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+class LlamaCppAnswers:
+    """Greedy answers through llama.cpp from the base's GGUF; an adapter is converted once to a GGUF LoRA
+    (lora_gguf) and applied on top. Prompts are decoded together as parallel sequences."""
+
+    name = "llamacpp"
+
+    def __init__(self, gguf: Path) -> None:
+        self.gguf = gguf
+
+    def answer(self, subject: Subject, prompts: list[str], max_new_tokens: int) -> list[str]:
+        from .backends.llamacpp import LlamaCppBackend
+
+        lora = None
+        if subject.adapter is not None:
+            from .lora_gguf import convert_adapter
+
+            lora = convert_adapter(subject.adapter, self.gguf)
+        backend = LlamaCppBackend(subject.label, self.gguf, instruction_tuned=False, lora_path=lora)
+        try:
+            params = GenParams(temperature=0.0, max_new_tokens=max_new_tokens, stop=STOP_STRINGS)
+            return [cut_answer(done.text) for done in backend.generate(prompts, params)]
+        finally:
+            backend.close()
+
+
+class TransformersAnswers:
+    """Greedy answers through transformers (and PEFT for an adapter), batched with left padding; the model is
+    loaded once for the base and its adapter."""
+
+    name = "transformers"
+
+    def __init__(self, target: Target, batch_size: int) -> None:
+        self.target, self.batch_size = target, batch_size
+        self._loaded = None
+
+    def answer(self, subject: Subject, prompts: list[str], max_new_tokens: int) -> list[str]:
+        if self._loaded is None:
+            model, tokenizer = load_model(resolve_base(self.target.base))
+            tuned = next((s.adapter for s in self.target.subjects if s.adapter is not None), None)
+            if tuned is not None:
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, str(tuned))
+            self._loaded = model, tokenizer
+        model, tokenizer = self._loaded
+        with _adapter(model, subject.adapter is not None):
+            return generate_answers(model, tokenizer, prompts, max_new_tokens, self.batch_size)
+
+
+def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy answers, batched with left padding; prompts of similar length go together."""
     import torch
 
@@ -187,7 +271,6 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, 
                                  pad_token_id=tokenizer.pad_token_id, top_p=None, top_k=None, temperature=None)
         for i, row in zip(chunk, out[:, enc["input_ids"].shape[1]:]):
             answers[i] = cut_answer(tokenizer.decode(row, skip_special_tokens=True))
-        on_batch(len(chunk))
     return answers
 
 
@@ -198,9 +281,10 @@ def default_cache() -> Path:
     return cache_dir().parent / "evaluations"
 
 
-def _cache_file(cache: Path, subject: Subject, tasks_hash: str, max_new_tokens: int) -> Path:
-    settings = hashlib.sha256(json.dumps([PROMPT_FORMAT, max_new_tokens, STOP_STRINGS]).encode()).hexdigest()[:8]
-    return cache / f"{subject.identity.replace('+', '-')}-{tasks_hash}-{settings}.jsonl"
+def _cache_file(cache: Path, subject: Subject, tasks_hash: str, max_new_tokens: int, engine: str) -> Path:
+    settings = json.dumps([PROMPT_FORMAT, max_new_tokens, STOP_STRINGS, engine])
+    key = hashlib.sha256(settings.encode()).hexdigest()[:8]
+    return cache / f"{subject.identity.replace('+', '-')}-{tasks_hash}-{key}.jsonl"
 
 
 def _cached(path: Path) -> dict[int, str]:
@@ -228,7 +312,8 @@ def score(items: list[EvalItem], indices: list[int], answers: dict[int, str]) ->
 
 
 def evaluate(spec: str, task_files: list[Path], limit: int | None = None, max_new_tokens: int = MAX_NEW_TOKENS,
-             batch_size: int = 8, cache: Path | None = None, console: Console | None = None) -> dict[str, Any]:
+             batch_size: int = 8, cache: Path | None = None, console: Console | None = None,
+             engine: str = "auto") -> dict[str, Any]:
     """Score MODEL (and, for an adapter, its zero-shot base) on each task file; answers come from the cache
     where they exist."""
     if not task_files:
@@ -236,54 +321,58 @@ def evaluate(spec: str, task_files: list[Path], limit: int | None = None, max_ne
     files = [(Path(f), load_tasks(Path(f))) for f in task_files]  # bad files fail before a model loads
     cache = Path(cache) if cache else default_cache()
     cache.mkdir(parents=True, exist_ok=True)
-    model, tokenizer, subjects = open_subjects(spec)
-    results: dict[str, Any] = {"model": spec, "max_new_tokens": max_new_tokens, "decoding": "greedy",
-                               "prompt_format": PROMPT_FORMAT, "metric": METRIC, "limit": limit,
-                               "subjects": [s.label for s in subjects], "files": {}}
+    target = open_target(spec)
+    chosen = pick_engine(target, engine)
+    answerer = LlamaCppAnswers(target.gguf) if chosen == "llamacpp" else TransformersAnswers(target, batch_size)
+    results: dict[str, Any] = {"model": spec, "engine": chosen, "max_new_tokens": max_new_tokens,
+                               "decoding": "greedy", "prompt_format": PROMPT_FORMAT, "metric": METRIC,
+                               "limit": limit, "subjects": [s.label for s in target.subjects], "files": {}}
     for path, items in files:
         indices = select(items, limit)
         scores = {}
-        for subject in subjects:
-            answers = _answer(model, tokenizer, subject, items, indices, file_hash(path), max_new_tokens,
-                              batch_size, cache, console, f"{subject.label} on {path.name}")
+        for subject in target.subjects:
+            cache_file = _cache_file(cache, subject, file_hash(path), max_new_tokens, answerer.name)
+            answers = _answer(answerer, subject, items, indices, cache_file, max_new_tokens, console,
+                              f"{subject.label} on {path.name}")
             scores[subject.label] = score(items, indices, answers)
         results["files"][str(path)] = scores
     return results
 
 
-def _answer(model, tokenizer, subject: Subject, items: list[EvalItem], indices: list[int], tasks_hash: str,
-            max_new_tokens: int, batch_size: int, cache: Path, console: Console | None, label: str) -> dict[int, str]:
-    path = _cache_file(cache, subject, tasks_hash, max_new_tokens)
-    answers = _cached(path)
-    todo = [i for i in indices if i not in answers]
-    if not todo:
-        return answers
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, disable=console is None)
-    with progress, open(path, "a", encoding="utf-8") as fh:
-        bar = progress.add_task(label, total=len(indices), completed=len(indices) - len(todo))
-        for start in range(0, len(todo), batch_size * 4):  # written as it goes: a kill keeps what was done
-            block = todo[start:start + batch_size * 4]
-            prompts = [format_prompt(items[i].instruction, items[i].input) for i in block]
-            if subject.adapter:
-                texts = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size,
-                                         lambda n: progress.advance(bar, n))
-            else:
-                with _base_only(model):
-                    texts = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size,
-                                             lambda n: progress.advance(bar, n))
-            for i, text in zip(block, texts):
-                answers[i] = text
-                fh.write(json.dumps({"index": i, "prediction": text}, ensure_ascii=False) + "\n")
-            fh.flush()
+def _answer(answerer: LlamaCppAnswers | TransformersAnswers, subject: Subject, items: list[EvalItem],
+            indices: list[int], path: Path, max_new_tokens: int, console: Console | None,
+            label: str) -> dict[int, str]:
+    """The subject's answers to the chosen items, from the cache file where they exist. One process at a time
+    answers into a cache file (a second waits, then finds the answers there), and each block is written as it
+    is made, so a kill keeps what was done."""
+    with FileLock(str(path) + ".lock"):
+        answers = _cached(path)
+        todo = [i for i in indices if i not in answers]
+        if not todo:
+            return answers
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
+                            disable=console is None)
+        with progress, open(path, "a", encoding="utf-8") as fh:
+            bar = progress.add_task(label, total=len(indices), completed=len(indices) - len(todo), rate="")
+            started = time.perf_counter()
+            for start in range(0, len(todo), ANSWER_BLOCK):
+                block = todo[start:start + ANSWER_BLOCK]
+                prompts = [format_prompt(items[i].instruction, items[i].input) for i in block]
+                for i, text in zip(block, answerer.answer(subject, prompts, max_new_tokens)):
+                    answers[i] = text
+                    fh.write(json.dumps({"index": i, "prediction": text}, ensure_ascii=False) + "\n")
+                fh.flush()
+                rate = (start + len(block)) / (time.perf_counter() - started)
+                progress.update(bar, advance=len(block), rate=f"{rate:.2f} answers/s")
     return answers
 
 
-class _base_only:
-    """The base model's own answers: a PEFT model's adapter switched off, anything else as it is."""
+class _adapter:
+    """A PEFT model with its adapter on (the tuned answers) or off (the base's own); anything else as it is."""
 
-    def __init__(self, model) -> None:
-        self.context = model.disable_adapter() if hasattr(model, "disable_adapter") else None
+    def __init__(self, model, on: bool) -> None:
+        self.context = model.disable_adapter() if hasattr(model, "disable_adapter") and not on else None
 
     def __enter__(self) -> None:
         if self.context is not None:

