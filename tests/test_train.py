@@ -20,8 +20,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from ensemble_instruct.errors import UserError  # noqa: E402
 from ensemble_instruct.train import (  # noqa: E402
-    RECORD, TrainConfig, example_order, format_prompt, learning_rate, load_model, resolve_base,
-    tokenize_example, train,
+    RECORD, TrainConfig, _accumulate, _with_lora, collate, example_order, format_prompt, learning_rate, load_model,
+    micro_batches, resolve_base, tokenize_example, train,
 )
 
 EXAMPLES = [
@@ -33,7 +33,7 @@ EXAMPLES = [
     ("Turn the sentence into a question.", "The shop is open.", "Is the shop open?"),
 ]
 # The miniature: 8 steps of 2 examples, 64 tokens, a checkpoint every 2 steps.
-TINY = TrainConfig(base="smollm2-135m-instruct", max_steps=8, batch_size=2, micro_batch_size=2, max_length=64,
+TINY = TrainConfig(base="smollm2-135m-instruct", max_steps=8, batch_size=2, max_length=64,
                    save_every=2)
 
 
@@ -144,7 +144,7 @@ def test_killed_training_resumes_from_its_checkpoint(trained: Path, tiny_run: Pa
     the adapter and loss curve equal those of the uninterrupted run."""
     out = tiny_run / "killed"
     command = [sys.executable, "-m", "ensemble_instruct", "train", str(tiny_run), "--base", TINY.base,
-               "--max-steps", "8", "--batch-size", "2", "--micro-batch-size", "2", "--max-length", "64",
+               "--max-steps", "8", "--batch-size", "2", "--micro-batch-tokens", "128", "--max-length", "64",
                "--save-every", "2", "--out", str(out), "--quiet"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -178,6 +178,36 @@ def test_killed_training_resumes_from_its_checkpoint(trained: Path, tiny_run: Pa
 def test_default_base_gemma_trains_a_step(tmp_path: Path, gemma_path):
     """The default base, Gemma-3-270M, read from its GGUF by transformers (architecture gemma3)."""
     run = write_run(tmp_path / "run", EXAMPLES[:2])
-    record = train(run, TrainConfig(max_steps=1, batch_size=1, micro_batch_size=1, max_length=48), tmp_path / "g")
+    record = train(run, TrainConfig(max_steps=1, batch_size=1, max_length=48), tmp_path / "g")
     assert record["base"] == "gemma-3-270m" and record["final_loss"] > 0
     assert (tmp_path / "g" / "adapter_model.safetensors").stat().st_size > 0
+
+
+def test_micro_batches_group_examples_by_length_within_the_token_budget():
+    rows = [([0] * n, [0] * n) for n in (10, 3, 7, 4, 30, 5)]
+    groups = micro_batches(rows, budget=16)
+    # 3 rows padded to 5 tokens fit in 16; 7 with them would make 4 x 7; 30 alone exceeds the budget
+    assert [[len(r[0]) for r in g] for g in groups] == [[3, 4, 5], [7], [10], [30]]
+    assert sorted(len(r[0]) for g in groups for r in g) == sorted(len(r[0]) for r in rows)  # nothing lost
+    assert [[len(r[0]) for r in g] for g in micro_batches(rows, budget=1024)] == [[3, 4, 5, 7, 10, 30]]
+
+
+def test_the_loss_on_response_logits_alone_equals_the_loss_on_all_logits(smollm2_path):
+    """Logits are computed only where a response token is predicted; the loss is the same number."""
+    import torch
+
+    cfg = replace(TINY, lora_dropout=0.0, micro_batch_tokens=40)  # several micro batches
+    model, tokenizer = load_model(resolve_base("smollm2-135m-instruct"))
+    peft_model = _with_lora(model, cfg)
+    with torch.no_grad():  # a LoRA that changes something
+        for name, weight in peft_model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0, 0.02)
+    rows = [tokenize_example(tokenizer, {"instruction": a, "input": b, "output": c}, 64) for a, b, c in EXAMPLES]
+    ours = _accumulate(peft_model, rows, cfg, tokenizer.pad_token_id)
+    ids, labels, mask = collate(rows, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = peft_model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    reference = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
+                                                  ignore_index=-100)
+    assert ours == pytest.approx(reference.item(), rel=1e-4)

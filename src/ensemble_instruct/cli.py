@@ -152,7 +152,8 @@ def _training_options(command):
         click.option("--max-steps", type=int, help="Optimizer steps (overrides --epochs)."),
         click.option("--lr", "learning_rate", type=float, help="Peak learning rate [default: 2e-4]."),
         click.option("--batch-size", type=int, help="Examples per optimizer step [default: 8]."),
-        click.option("--micro-batch-size", type=int, help="Examples per forward pass [default: 2]."),
+        click.option("--micro-batch-tokens", type=int,
+                     help="Padded tokens per forward pass; a step's examples go together by length [default: 1024]."),
         click.option("--max-length", type=int, help="Tokens per example, prompt and response [default: 512]."),
         click.option("--lora-r", type=int, help="LoRA rank [default: 16]."),
         click.option("--lora-alpha", type=int, help="LoRA alpha [default: 32]."),
@@ -172,7 +173,7 @@ def _train_config(base: str, values: dict[str, Any]):
     return TrainConfig(base=base, **given)
 
 
-_TRAIN_FLAGS = ("epochs", "max_steps", "learning_rate", "batch_size", "micro_batch_size", "max_length", "lora_r",
+_TRAIN_FLAGS = ("epochs", "max_steps", "learning_rate", "batch_size", "micro_batch_tokens", "max_length", "lora_r",
                 "lora_alpha", "save_every", "train_seed")
 
 

@@ -50,7 +50,9 @@ class TrainConfig:
     learning_rate: float = 2e-4
     warmup_ratio: float = 0.03  # linear warm-up, then linear decay to 0
     batch_size: int = 8  # examples per optimizer step
-    micro_batch_size: int = 2  # examples per forward pass (memory: the 262k-word vocabulary's logits)
+    # padded tokens per forward pass: a step's examples are sorted by length and cut into micro batches of
+    # at most this size, so short examples go together and little is padding
+    micro_batch_tokens: int = 1024
     max_length: int = 512  # prompt + response tokens; longer examples lose the end of their response
     lora_r: int = 16
     lora_alpha: int = 32
@@ -62,9 +64,7 @@ class TrainConfig:
     save_every: int = 25  # optimizer steps between checkpoints
 
     def __post_init__(self) -> None:
-        if self.batch_size % self.micro_batch_size:
-            raise UserError(f"batch size {self.batch_size} is not a multiple of the micro batch {self.micro_batch_size}")
-        for name in ("batch_size", "micro_batch_size", "max_length", "lora_r", "save_every"):
+        for name in ("batch_size", "micro_batch_tokens", "max_length", "lora_r", "save_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"train: {name} must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
@@ -346,19 +346,34 @@ def _run_steps(peft_model, optimizer, tokenizer, rows, cfg: TrainConfig, state: 
                 _save_checkpoint(out_dir / CHECKPOINT, run_hash, peft_model, optimizer, state)
 
 
+def micro_batches(batch: list[tuple[list[int], list[int]]], budget: int) -> list[list[tuple[list[int], list[int]]]]:
+    """A step's examples, shortest first, cut into micro batches of at most `budget` padded tokens (one
+    example alone may exceed it)."""
+    out: list[list[tuple[list[int], list[int]]]] = []
+    for row in sorted(batch, key=lambda r: len(r[0])):
+        if out and len(row[0]) * (len(out[-1]) + 1) <= budget:  # sorted: the newest row is the widest
+            out[-1].append(row)
+        else:
+            out.append([row])
+    return out
+
+
 def _accumulate(peft_model, batch, cfg: TrainConfig, pad_id: int) -> float:
     """Forward and backward over micro batches; the loss is the mean over all response tokens of the batch,
-    so a short answer weighs as much per token as a long one, whatever the micro batch split."""
+    so a short answer weighs as much per token as a long one, whatever the micro batch split. Logits are
+    computed only where a response token is predicted: with Gemma's 262k-word vocabulary the output layer
+    costs more than the rest of the model, and the prompt's logits carry no loss."""
     import torch
 
     n_tokens = sum(sum(1 for t in labels[1:] if t != -100) for _, labels in batch)
     total = 0.0
-    for start in range(0, len(batch), cfg.micro_batch_size):
-        ids, labels, mask = (t.to(peft_model.device) for t in collate(batch[start:start + cfg.micro_batch_size], pad_id))
-        logits = peft_model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        target = labels[:, 1:]
-        loss_sum = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
-                                                     ignore_index=-100, reduction="sum")
+    for rows in micro_batches(batch, cfg.micro_batch_tokens):
+        ids, labels, mask = (t.to(peft_model.device) for t in collate(rows, pad_id))
+        scored = torch.zeros_like(mask, dtype=torch.bool)
+        scored[:, :-1] = labels[:, 1:] != -100  # position t predicts token t + 1
+        logits = peft_model(input_ids=ids, attention_mask=mask, logits_to_keep=scored).logits.float()
+        loss_sum = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                                                     labels[:, 1:][scored[:, :-1]], reduction="sum")
         (loss_sum / n_tokens).backward()
         total += loss_sum.item()
     return total / n_tokens

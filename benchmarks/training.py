@@ -1,0 +1,98 @@
+"""LoRA training speed: this package's step against the earlier one, side by side on the same data and steps.
+
+    python benchmarks/training.py [--data FILE] [--steps 12] [--base gemma-3-270m]
+
+The earlier step cut each optimizer step's 8 examples into micro batches of 2 in data order and computed the
+logits of every position; this package's step sorts a step's examples by length into micro batches of at most
+1,024 padded tokens and computes logits only where a response token is predicted. Both start from the same
+LoRA initialization and see the same batches; the script prints examples per second of each, their ratio,
+and both loss curves (the same up to rounding and dropout draws).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ensemble_instruct.train import (
+    TrainConfig, _accumulate, _with_lora, collate, example_order, learning_rate, load_model, resolve_base,
+    tokenize_example,
+)
+
+USER_ORIENTED = Path(__file__).resolve().parents[2] / "shared" / "data" / "user_oriented_instructions.jsonl"
+
+
+def examples_of(path: Path) -> list[dict[str, str]]:
+    """Training examples from a task file: a run's data.jsonl, or instruction/instances records."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if "output" in record:
+            out.append({k: record[k] for k in ("instruction", "input", "output")})
+        else:
+            out += [{"instruction": record["instruction"], "input": i["input"], "output": i["output"]}
+                    for i in record["instances"]]
+    return out
+
+
+def earlier_accumulate(peft_model, batch, cfg: TrainConfig, pad_id: int, micro: int = 2) -> float:
+    """The step as it was: micro batches of 2 in data order, the logits of every position."""
+    n_tokens = sum(sum(1 for t in labels[1:] if t != -100) for _, labels in batch)
+    total = 0.0
+    for start in range(0, len(batch), micro):
+        ids, labels, mask = collate(batch[start:start + micro], pad_id)
+        logits = peft_model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        loss_sum = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
+                                                     ignore_index=-100, reduction="sum")
+        (loss_sum / n_tokens).backward()
+        total += loss_sum.item()
+    return total / n_tokens
+
+
+def run(accumulate, rows, cfg: TrainConfig, steps: int, model, tokenizer) -> tuple[float, list[float]]:
+    """Seconds per example and the loss curve of `steps` optimizer steps from a fresh LoRA."""
+    torch.manual_seed(cfg.seed)
+    peft_model = _with_lora(model, cfg)
+    peft_model.train()
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    losses, started = [], time.perf_counter()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step, steps)
+        batch = [rows[i] for i in example_order(len(rows), step, cfg.batch_size, cfg.seed)]
+        losses.append(accumulate(peft_model, batch, cfg, tokenizer.pad_token_id))
+        torch.nn.utils.clip_grad_norm_([p for p in peft_model.parameters() if p.requires_grad], cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - started
+    peft_model.unload()  # the base model again, for the next run
+    return steps * cfg.batch_size / seconds, losses
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=USER_ORIENTED)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--base", default="gemma-3-270m")
+    parser.add_argument("--threads", type=int, nargs="*", default=[torch.get_num_threads()])
+    args = parser.parse_args()
+    cfg = TrainConfig(base=args.base)
+    model, tokenizer = load_model(resolve_base(args.base))
+    rows = [r for r in (tokenize_example(tokenizer, e, cfg.max_length) for e in examples_of(args.data)) if r]
+    print(f"{len(rows)} examples from {args.data.name}, {args.steps} steps of {cfg.batch_size}, base {args.base}")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        before, before_losses = run(earlier_accumulate, rows, cfg, args.steps, model, tokenizer)
+        after, after_losses = run(_accumulate, rows, cfg, args.steps, model, tokenizer)
+        print(f"threads {threads}: earlier {before:.2f} examples/s, now {after:.2f} examples/s: {after / before:.2f}x")
+        print("step  loss (earlier)  loss (now)")
+        for step, (a, b) in enumerate(zip(before_losses, after_losses), start=1):
+            print(f"{step:4d}  {a:14.4f}  {b:10.4f}")
+
+
+if __name__ == "__main__":
+    main()
