@@ -305,3 +305,16 @@ def test_a_full_disk_stops_with_one_line_and_a_resume_completes(workdir):
     assert again.returncode == 0, again.stderr
     kept = (workdir / "full" / "data.jsonl").read_text().splitlines()
     assert len(kept) == 1 and kept == (workdir / "clean" / "data.jsonl").read_text().splitlines()
+
+
+def test_the_progress_log_is_not_cut_when_piped(workdir):
+    """Piped into a file, the progress lines keep their ends (rich would cut them at 80 columns)."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {
+        "NO_COLOR": "1", "ENSEMBLE_INSTRUCT_CACHE": str(workdir / "cache")}
+    result = subprocess.run([sys.executable, "-m", "ensemble_instruct", "generate", "--config", "cfg.yaml",
+                             "--out", "piped", "--no-ensemble"], cwd=workdir, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    bars = [line.rstrip() for line in result.stderr.splitlines() if line.startswith("kept ")]
+    # at rich's default of 80 columns the bar shrinks first and a longer count line is then cut ("150/1…")
+    assert bars and all(len(line) > 80 and "kept/min" in line and "…" not in line for line in bars), bars

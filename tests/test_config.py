@@ -290,3 +290,25 @@ HTTP = [{"name": "h", "backend": "http", "model": "served", "base_urls": ["http:
 def test_content_hash_ignores_settings_that_do_not_change_the_data(override):
     base = load_config(None, {"members": HTTP})
     assert load_config(None, {"members": HTTP, **override}).content_hash() == base.content_hash()
+
+
+def test_set_reaches_list_items_by_position_or_name(tmp_path):
+    by_position = load_config(None, {"members.1.model": "my.gguf", "members.0.n_threads": 1})
+    assert [m.model for m in by_position.members][1] == "my.gguf" and by_position.members[0].n_threads == 1
+    by_name = load_config(None, {"members.smollm2-135m.model": "my.gguf"})
+    assert [m.model for m in by_name.members] == [m.model for m in by_position.members]
+    assert by_name.members[0] == default_members()[0]
+    # the items of a list given in a file are reached the same way
+    path = write(tmp_path, {"members": SCRIPTED}, "run.yaml")
+    assert load_config(path, {f"members.{SCRIPTED[1]['name']}.model": "s9"}).members[1].model == "s9"
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    ("members.7.model", "--set members.7.model: item 7 does not exist (the list has 3)"),
+    ("members.nobody.model", "--set members.nobody.model: no item named 'nobody' (there are: "),
+    ("seed.x", "--set seed.x: seed is not a section"),
+])
+def test_set_names_a_missing_list_item(key, message):
+    with pytest.raises(UserError) as err:
+        load_config(None, {key: "x"})
+    assert str(err.value).startswith(message)

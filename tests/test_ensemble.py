@@ -2,7 +2,8 @@
 
 import pytest
 
-from ensemble_instruct.ensemble import normalize, select_consensus
+from ensemble_instruct.ensemble import decide, normalize, select_consensus
+from ensemble_instruct.records import Candidate
 
 CANBERRA = [
     "The capital of Australia is Canberra.",
@@ -85,3 +86,29 @@ def test_four_candidates_medoid():
     assert not verdict.kept  # "x y z" shares nothing: min 0 is not above 0
     verdict = select_consensus(cands[:3], threshold=0.0)
     assert verdict.chosen_index == 1  # "a b c" is closest to both others
+
+
+def _cands(*texts, finish=None):
+    return [Candidate(i, f"m{i}", "generator" if i == 0 else "extra", "zero_shot", t,
+                      finish_reason=(finish or {}).get(i, "stop")) for i, t in enumerate(texts)]
+
+
+def test_decide_screens_candidates_and_votes_among_the_rest():
+    instruction = "Name the capital of Australia."
+    cands = _cands("Canberra, not Sydney.", "The capital of Australia is Canberra.", "",
+                   "The capital of Australia is Canberra, not Sydney.", finish={1: "length"})
+    decision = decide(cands, instruction, "", hygiene=True)
+    assert decision.dropped == {1: "truncated", 2: "empty"}
+    # the voters are 0 and 3: with k = 2 the first of them is kept; pairs are named by candidate index
+    assert decision.kept and decision.chosen == 0 and [p[:2] for p in decision.pairwise] == [[0, 3]]
+    # without hygiene the method's vote over all four: the empty answer scores 0 with everyone
+    paper = decide(cands, instruction, "", hygiene=False)
+    assert not paper.kept and paper.reason == "low_agreement" and paper.dropped == {}
+
+
+def test_decide_drops_an_example_left_with_fewer_than_two_voters():
+    cands = _cands("the sea", "The sea.", "a cat sat")
+    decision = decide(cands, "Copy the input.", "the sea", hygiene=True)
+    assert decision.dropped == {0: "copies_input", 1: "copies_input"}
+    assert not decision.kept and decision.reason == "too_few_answers" and decision.chosen is None
+    assert decide(cands, "Copy the input.", "the sea", drop_input_copies=False).reason == "exact_match"

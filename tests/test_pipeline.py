@@ -52,8 +52,11 @@ def config(**overrides):
         {"name": "ok", "backend": "scripted", "model": "script", "roles": ["outputs"]},
         {"name": "odd", "backend": "scripted", "model": "script", "roles": ["outputs"], "kind": "base"},
     ]
+    # the scripted answers restate their instruction ("answer to ..."), which answer hygiene would drop:
+    # these tests are of the pipeline's logic, so hygiene is off unless a test turns it on
     data = {"members": members, "type_a": {"target": 6}, "type_b": {"target": 4},
-            "instructions": {"batch_size": 3}, "exports": ["jsonl", "alpaca", "messages"]}
+            "instructions": {"batch_size": 3}, "exports": ["jsonl", "alpaca", "messages"],
+            "consensus": {"hygiene": False}}
     return build_config({**data, **overrides})
 
 
@@ -312,9 +315,21 @@ def test_an_extra_that_repeats_the_input_neither_votes_nor_wins(tmp_path):
     assert len(rows) == 6
     for row in rows:
         selection = row["provenance"]["selection"]
-        assert selection["input_copies"] == [2] and selection["chosen_model"] != "odd"
+        dropped = {c["index"]: c["dropped"] for c in row["provenance"]["candidates"]}
+        assert dropped[2] == "copies_input" and selection["chosen_model"] != "odd"
         assert row["output"] != row["input"]
         assert all(2 not in pair[:2] for pair in row["provenance"]["pairwise_rougeL"])
+
+
+def test_answer_hygiene_keeps_a_restatement_from_voting(tmp_path):
+    """With hygiene on, the generator's and "ok"'s answers restate the instruction: neither votes, so with
+    "odd" alone left every example is dropped as too_few_answers, each candidate with its reason."""
+    run_generation(config(consensus={"hygiene": True}), tmp_path / "on", backends=backends(odd=disagreeing))
+    assert not kept(tmp_path / "on")
+    dropped = [r for r in read_jsonl(tmp_path / "on" / "rejected.jsonl") if r["stage"] == "ensemble"]
+    assert dropped and all(r["reason"] == "too_few_answers" for r in dropped)
+    assert all([c["dropped"] for c in r["detail"]["candidates"]] == ["repeats_instruction"] * 2 + [None]
+               for r in dropped)
 
 
 def test_when_every_extra_repeats_the_input_the_example_is_dropped(tmp_path):
@@ -322,8 +337,9 @@ def test_when_every_extra_repeats_the_input_the_example_is_dropped(tmp_path):
     crew["ok"] = ScriptedBackend([copier], "ok")
     run_generation(config(type_a={"target": 2}, instructions={"max_attempts": 6}), tmp_path, backends=crew)
     assert not [r for r in kept(tmp_path) if r["type"] == "A"]
-    dropped = [r for r in read_jsonl(tmp_path / "rejected.jsonl") if r["reason"] == "extras_copy_input"]
-    assert dropped and all(r["detail"]["input_copies"] == [1, 2] for r in dropped)
+    dropped = [r for r in read_jsonl(tmp_path / "rejected.jsonl") if r["reason"] == "too_few_answers"]
+    assert dropped and all([c["dropped"] for c in r["detail"]["candidates"]] == [None, "copies_input", "copies_input"]
+                           for r in dropped)
 
 
 def test_the_method_as_published_lets_two_copies_agree(tmp_path):

@@ -134,7 +134,7 @@ def test_self_instruct_run_routes_each_task_to_its_prompt(tmp_path):
         prov = row["provenance"]
         verb = row["instruction"].split()[0]
         assert prov["instance"]["classification"] == (verb == "Label")
-        assert prov["selection"] == {"method": "single", "chosen_index": 0, "chosen_model": "gen", "input_copies": []}
+        assert prov["selection"] == {"method": "single", "chosen_index": 0, "chosen_model": "gen"}
         assert len(prov["candidates"]) == 1 and prov["run"]["method"] == "self-instruct"
         assert len(prov["instruction"]["demo_ids"]) == 8  # 6 seeds + 2 synthetic (seeds fill in at first)
         if verb == "Label":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,16 @@ from rich.table import Table
 from . import __version__
 from .errors import UserError
 
-console = Console(stderr=True)
-out = Console()
+
+def _console(stderr: bool = False) -> Console:
+    """A console as wide as the terminal; piped into a file or another program, wide enough that progress
+    lines and tables are not cut at rich's 80-column default (COLUMNS still decides where it is set)."""
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal or "COLUMNS" in os.environ else Console(stderr=stderr, width=200)
+
+
+console = _console(stderr=True)
+out = _console()
 
 
 @click.group()

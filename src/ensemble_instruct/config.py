@@ -111,6 +111,9 @@ class EnsembleConfig(_Closed):
     rule: Literal["medoid", "first_of_best_pair"] = "medoid"
     # which extra members answer: every member with the "outputs" role, or only one kind
     extras: Literal["all", "instruct", "base"] = "all"
+    # Beyond the method: answers that are empty, cut at the token limit, restate the instruction or loop
+    # neither vote nor can be chosen (filters.check_answer); False holds the vote among all of them.
+    hygiene: bool = True
 
 
 class PenalizedSampling(SamplingConfig):
@@ -225,11 +228,14 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    return _merge(RunConfig(members=default_members()).model_dump(mode="json"), data)
+
+
 def build_config(data: dict[str, Any], source: str = "configuration") -> RunConfig:
     """Validate a plain mapping, laid over the defaults, into a RunConfig; errors name the field."""
-    defaults = RunConfig(members=default_members()).model_dump(mode="json")
     try:
-        return RunConfig.model_validate(_merge(defaults, data))
+        return RunConfig.model_validate(_with_defaults(data))
     except ValidationError as err:
         raise UserError(_format_error(source, err)) from None
 
@@ -256,17 +262,34 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> R
         build_config(data, source)  # so that an error in the file is blamed on the file
     if not overrides:
         return build_config(data, source)
+    data = _with_defaults(data)  # so that an override can reach into a default list (members.1.model)
     for dotted, value in overrides.items():
         _set_dotted(data, dotted, value)
     return build_config(data, "command-line options")
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set a.b.c = value inside nested dicts, creating levels as needed."""
+    """Set a.b.c = value inside nested dicts, creating levels as needed. In a list, a key is an item's
+    position or the value of its name field: members.0.model or members.qwen.model."""
     *parents, leaf = dotted.split(".")
-    node = data
+    node: Any = data
     for key in parents:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
+        node = _item(node, key, dotted) if isinstance(node, list) else node.setdefault(key, {})
+        if not isinstance(node, (dict, list)):
             raise UserError(f"--set {dotted}: {key} is not a section")
-    node[leaf] = value
+    if isinstance(node, list):
+        node[node.index(_item(node, leaf, dotted))] = value
+    else:
+        node[leaf] = value
+
+
+def _item(items: list[Any], key: str, dotted: str) -> Any:
+    if key.isdigit():
+        if int(key) >= len(items):
+            raise UserError(f"--set {dotted}: item {key} does not exist (the list has {len(items)})")
+        return items[int(key)]
+    named = [x for x in items if isinstance(x, dict) and x.get("name") == key]
+    if not named:
+        names = ", ".join(str(x.get("name")) for x in items if isinstance(x, dict))
+        raise UserError(f"--set {dotted}: no item named {key!r} (there are: {names})")
+    return named[0]

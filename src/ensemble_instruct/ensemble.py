@@ -1,4 +1,5 @@
-"""Consensus among candidate outputs: keep an example only when the models agree."""
+"""Stage 4: keep an example only when the models agree, and choose its answer. Pure functions: candidates in,
+a decision out."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .filters import check_answer
+from .records import Candidate
 from .rouge import pairwise_rouge_l
 
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -55,3 +58,46 @@ def select_consensus(candidates: Sequence[str], threshold: float = 0.01, rule: s
     if not candidates[chosen].strip():
         return Consensus(False, "empty_selected", chosen, pairwise, low, min_pair)
     return Consensus(True, rule, chosen, pairwise, low, min_pair)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What stage 4 made of one instance's candidates. `reason` is the selection method when kept, else why
+    the example was dropped; `dropped` names the candidates that did not vote, and why."""
+
+    kept: bool
+    reason: str
+    chosen: int | None  # a candidate's index
+    pairwise: list[list]  # [i, j, Rouge-L] by candidate index, over the voters
+    dropped: dict[int, str]
+    min_score: float | None = None
+    min_pair: list[int] | None = None
+
+
+def screen(candidates: Sequence[Candidate], instruction: str, input_text: str, hygiene: bool,
+           drop_input_copies: bool) -> dict[int, str]:
+    """Candidates that may not vote, with the reason: an answer that only repeats a type-A input (two small
+    models that both echo it would agree), and with hygiene on, empty, cut at the token limit, restating the
+    instruction, or caught in a loop."""
+    dropped = {}
+    for c in candidates:
+        reason = check_answer(c.text, instruction, c.finish_reason) if hygiene else None
+        if reason is None and drop_input_copies and input_text.strip() and normalize(c.text) == normalize(input_text):
+            reason = "copies_input"
+        if reason is not None:
+            dropped[c.index] = reason
+    return dropped
+
+
+def decide(candidates: Sequence[Candidate], instruction: str, input_text: str, threshold: float = 0.01,
+           rule: str = "medoid", hygiene: bool = True, drop_input_copies: bool = True) -> Decision:
+    """Screen the candidates, then keep the consensus of those left (at least two), or say why not."""
+    dropped = screen(candidates, instruction, input_text, hygiene, drop_input_copies)
+    voters = [c for c in candidates if c.index not in dropped]
+    if len(voters) < 2:
+        return Decision(False, "too_few_answers", None, [], dropped)
+    verdict = select_consensus([c.text for c in voters], threshold, rule)
+    pairwise = [[voters[i].index, voters[j].index, round(s, 6)] for i, j, s in verdict.pairwise]
+    min_pair = [voters[i].index for i in verdict.min_pair] if verdict.min_pair else None
+    chosen = voters[verdict.chosen_index].index if verdict.kept else None
+    return Decision(verdict.kept, verdict.method, chosen, pairwise, dropped, verdict.min_score, min_pair)

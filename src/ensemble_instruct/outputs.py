@@ -33,5 +33,5 @@ def generate_outputs(instances: Sequence[Instance], backend: Backend, demos: dic
     out = []
     for done in backend.generate(prompts, params):
         text = parse_output(done.text) if done.ok else ""
-        out.append((Candidate(index, backend.name, "extra", mode, text, done.error), done))
+        out.append((Candidate(index, backend.name, "extra", mode, text, done.error, done.finish_reason), done))
     return out

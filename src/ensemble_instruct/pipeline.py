@@ -11,7 +11,7 @@ from typing import Any
 from . import __version__
 from .backends import Backend, cancel_event
 from .config import MemberConfig, RunConfig
-from .ensemble import normalize, select_consensus
+from .ensemble import Decision, decide
 from .errors import UserError
 from .instances import generate_instances
 from .instructions import InstructionPool, Round, generate_round
@@ -366,20 +366,18 @@ class Pipeline:
         first = Candidate(0, inst.model, "generator", "few_shot", inst.output)
         cands = [first, *extras]
         if not self.cfg.ensemble:
-            return self._keep(inst, self._example(inst, cands, 0, "single", []))
-        # Small models often answer a type-A task by repeating its input, and two that do so agree with
-        # each other; such an answer is no answer, so it neither votes nor can be chosen.
-        voters = [c for c in cands if not self._copies_input(inst, c.text)]
-        copies = [c.index for c in cands if c not in voters]
-        if len(voters) < 2:
-            return self._reject(inst, cands, "extras_copy_input", None, [], None, copies)
-        verdict = select_consensus([c.text for c in voters], self.cfg.consensus.threshold, self.cfg.consensus.rule)
-        pairwise = [[voters[i].index, voters[j].index, round(s, 6)] for i, j, s in verdict.pairwise]
-        if not verdict.kept:
-            min_pair = verdict.min_pair and [voters[i].index for i in verdict.min_pair]
-            return self._reject(inst, cands, verdict.method, verdict.min_score, pairwise, min_pair, copies)
-        chosen = voters[verdict.chosen_index].index
-        return self._keep(inst, self._example(inst, cands, chosen, verdict.method, pairwise, copies))
+            return self._keep(inst, self._example(inst, cands, Decision(True, "single", 0, [], {})))
+        c = self.cfg.consensus
+        decision = decide(cands, inst.instruction, inst.input if inst.type == "A" else "", c.threshold, c.rule,
+                          c.hygiene, self.cfg.drop_input_copies)
+        if decision.kept:
+            return self._keep(inst, self._example(inst, cands, decision))
+        self.store.add_rejection(to_json(Rejection(
+            "ensemble", inst.id, decision.reason, inst.type, inst.output, inst.model, decision.min_score,
+            {"instruction": inst.instruction, "input": inst.input, "candidates": _candidates(cands, decision),
+             "pairwise_rougeL": decision.pairwise, "min_pair": decision.min_pair})))
+        self.on_event("decided", {"type": inst.type, "kept": False})
+        return 0
 
     def _keep(self, inst: Instance, example: dict[str, Any]) -> int:
         """Store a kept example and announce the decision (the progress bars count these)."""
@@ -387,38 +385,30 @@ class Pipeline:
         self.on_event("decided", {"type": inst.type, "kept": True})
         return 1
 
-    def _copies_input(self, inst: Instance, text: str) -> bool:
-        return self.cfg.drop_input_copies and inst.type == "A" and normalize(text) == normalize(inst.input)
-
-    def _reject(self, inst: Instance, cands: list[Candidate], reason: str, score: float | None, pairwise: list,
-                min_pair: list | None, copies: list[int]) -> int:
-        self.store.add_rejection(to_json(Rejection(
-            "ensemble", inst.id, reason, inst.type, inst.output, inst.model, score,
-            {"instruction": inst.instruction, "input": inst.input, "candidates": [to_json(c) for c in cands],
-             "pairwise_rougeL": pairwise, "min_pair": min_pair, "input_copies": copies})))
-        self.on_event("decided", {"type": inst.type, "kept": False})
-        return 0
-
-    def _example(self, inst: Instance, cands: list[Candidate], chosen: int, method: str,
-                 pairwise: list, copies: list[int] | None = None) -> dict[str, Any]:
+    def _example(self, inst: Instance, cands: list[Candidate], decision: Decision) -> dict[str, Any]:
         task = self._tasks[inst.task_id]
-        authors = {task.model, inst.model, cands[chosen].model}
+        chosen = cands[decision.chosen]
+        authors = {task.model, inst.model, chosen.model}
         return {
             "id": inst.id, "type": inst.type, "instruction": inst.instruction, "input": inst.input,
-            "output": cands[chosen].text,
+            "output": chosen.text,
             "provenance": {
                 "instruction": {"model": task.model, "demo_ids": task.demo_ids, "novelty_max": task.novelty_max,
                                 "nearest": task.nearest, "top_similar": task.top_similar},
                 "instance": {"model": inst.model, "raw_completion": inst.raw_completion},
-                "candidates": [to_json(c) for c in cands],
-                "pairwise_rougeL": pairwise,
-                "selection": {"method": method, "chosen_index": chosen, "chosen_model": cands[chosen].model,
-                              "input_copies": copies or []},
+                "candidates": _candidates(cands, decision),
+                "pairwise_rougeL": decision.pairwise,
+                "selection": {"method": decision.reason, "chosen_index": chosen.index, "chosen_model": chosen.model},
                 "restricted_terms": sorted(authors & self.restricted),
                 "run": {"method": self.cfg.method, "config_hash": self.cfg.content_hash(), "seed": self.cfg.seed,
                         "version": __version__},
             },
         }
+
+
+def _candidates(cands: list[Candidate], decision: Decision) -> list[dict[str, Any]]:
+    """The candidates as stored: each with the reason it did not vote (None when it did)."""
+    return [{**to_json(c), "dropped": decision.dropped.get(c.index)} for c in cands]
 
 
 def unfinished_groups(tasks: Sequence[Task], writer_of: Callable[[Task], str],

@@ -95,6 +95,7 @@ class Candidate:
     prompt_mode: str  # "few_shot" | "zero_shot"
     text: str
     error: str | None = None
+    finish_reason: str = "stop"  # "length": the answer was cut at the token limit
 
 
 @dataclass(frozen=True, slots=True)

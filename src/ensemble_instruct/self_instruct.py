@@ -10,6 +10,7 @@ from typing import Any
 
 from .backends import Backend, Completion, GenParams
 from .config import PenalizedSampling, RunConfig
+from .ensemble import Decision
 from .errors import UserError
 from .instructions import InstructionPool, Round, judge_pieces, sample_demos, sample_round
 from .pipeline import MemberDown, Pipeline, unfinished_groups
@@ -187,7 +188,8 @@ class SelfInstructPipeline(Pipeline):
         written.instances = [_instance(task, ex, model, done.text) for ex in kept]
 
     def _keep(self, inst: Instance, classification: bool) -> int:
-        row = self._example(inst, [Candidate(0, inst.model, "generator", "few_shot", inst.output)], 0, "single", [])
+        row = self._example(inst, [Candidate(0, inst.model, "generator", "few_shot", inst.output)],
+                            Decision(True, "single", 0, [], {}))
         row["provenance"]["instance"].update(classification=classification,
                                              order="output_first" if classification else "input_first")
         self.store.add_kept(row)
