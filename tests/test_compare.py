@@ -132,3 +132,25 @@ def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Pa
     again = compare(out, train_cfg, [SHIPPED], overrides=overrides, limit=2, max_new_tokens=4,
                     cache=tmp_path / "cache")
     assert again["rows"] == rows
+
+    # a setting that only the ensemble's data set uses: that data set alone is made, trained and scored again
+    monkeypatch.undo()
+    made, answered = [], []
+    real_generation, real_answer = compare_module.run_generation, compare_module.evaluate.__globals__[
+        "LlamaCppAnswers"].answer
+
+    def generation(cfg, run_dir, **kwargs):
+        made.append(Path(run_dir).name)
+        return real_generation(cfg, run_dir, **kwargs)
+
+    def answer(self, subject, prompts, max_new_tokens):
+        answered.append(subject.label)
+        return real_answer(self, subject, prompts, max_new_tokens)
+
+    monkeypatch.setattr(compare_module, "run_generation", generation)
+    monkeypatch.setattr("ensemble_instruct.evaluation.LlamaCppAnswers.answer", answer)
+    changed = compare(out, train_cfg, [SHIPPED], overrides={**overrides, "consensus.threshold": 0.02}, limit=2,
+                      max_new_tokens=4, cache=tmp_path / "cache")
+    assert made == ["ensemble-instruct"]
+    assert set(answered) <= {"ensemble-instruct"}  # the base and the other adapters come from the cache
+    assert [r for r in changed["rows"] if r["data_set"] in ("single-output", "self-instruct")] == rows[2:]

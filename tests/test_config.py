@@ -312,3 +312,10 @@ def test_set_names_a_missing_list_item(key, message):
     with pytest.raises(UserError) as err:
         load_config(None, {key: "x"})
     assert str(err.value).startswith(message)
+
+
+def test_data_sets_made_without_a_vote_ignore_the_vote_settings():
+    vote = {"consensus.threshold": 0.2, "outputs.stop": "end_of_turn"}
+    for mode in ({"ensemble": False}, {"method": "self-instruct"}):
+        assert load_config(None, {**mode, **vote}).content_hash() == load_config(None, mode).content_hash()
+    assert load_config(None, vote).content_hash() != load_config(None).content_hash()

@@ -40,9 +40,12 @@ def data_configs(config_path: Path | None, overrides: dict[str, Any]) -> dict[st
 
 def _generated(run_dir: Path, cfg: RunConfig) -> bool:
     """A finished run of this configuration: run_generation writes summary.json last."""
-    manifest = run_dir / "manifest.json"
-    return ((run_dir / "summary.json").is_file() and manifest.is_file()
-            and json.loads(manifest.read_text()).get("config_hash") == cfg.content_hash())
+    return (run_dir / "summary.json").is_file() and (run_dir / "manifest.json").is_file() and _resumable(run_dir, cfg)
+
+
+def _resumable(run_dir: Path, cfg: RunConfig) -> bool:
+    """The run directory holds (part of) a run of this very configuration."""
+    return json.loads((run_dir / "manifest.json").read_text()).get("config_hash") == cfg.content_hash()
 
 
 def shared_budget(cfg: TrainConfig, configs: dict[str, RunConfig]) -> TrainConfig:
@@ -67,15 +70,17 @@ def compare(out_dir: Path, train_cfg: TrainConfig, task_files: list[Path], confi
     for name, cfg in configs.items():
         run_dir = out_dir / "data" / name
         if not _generated(run_dir, cfg):
-            _say(console, f"[bold]{name}[/bold]: generating into {run_dir}")
-            run_generation(cfg, run_dir, console=console)
+            # a data set made with other settings is made again; the others are kept
+            stale = (run_dir / "manifest.json").is_file() and not _resumable(run_dir, cfg)
+            _say(console, f"[bold]{name}[/bold]: generating into {run_dir}" + (" (settings changed)" if stale else ""))
+            run_generation(cfg, run_dir, force=stale, console=console)
         kept = sum(1 for _ in read_jsonl(run_dir / KEPT))
         if not kept:
             rows.append({"data_set": name, "label": DATA_SETS[name][0], "examples": 0, "scores": None})
             continue
         adapter = out_dir / "adapters" / name
         _say(console, f"[bold]{name}[/bold]: {kept} examples; training {budget.base} into {adapter}")
-        record = train(run_dir, budget, adapter, console=console)
+        record = train(run_dir, budget, adapter, console=console, replace_stale=True)
         result = evaluate(str(adapter), task_files, limit, max_new_tokens, cache=cache, console=console,
                           engine=engine)
         base_label, tuned_label = result["subjects"]

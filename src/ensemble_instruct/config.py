@@ -188,6 +188,8 @@ class RunConfig(_Closed):
         exclude: dict[str, Any] = {"exports": True, "on_member_failure": True, "members": {"__all__": transport}}
         if self.method == "ensemble-instruct":
             exclude["self_instruct"] = True  # unused, so a change to it must not refuse a resume
+        if self.method == "self-instruct" or not self.ensemble:
+            exclude |= {"outputs": True, "consensus": True}  # no extra answers, no vote
         data = self.model_dump(mode="json", exclude=exclude)
         blob = json.dumps(data, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -245,13 +245,16 @@ def default_out(run_dir: Path, base: str) -> Path:
 
 
 def train(run_dir: Path, cfg: TrainConfig, out_dir: Path | None = None, console: Console | None = None,
-          force: bool = False) -> dict[str, Any]:
+          force: bool = False, replace_stale: bool = False) -> dict[str, Any]:
     """Fine-tune cfg.base with LoRA on RUN_DIR/data.jsonl into out_dir; resume a killed run from its last
-    checkpoint; return the training record (at once if this training is already finished)."""
+    checkpoint; return the training record (at once if this training is already finished). A folder holding
+    a training of other data or settings is refused, or with replace_stale started over."""
     examples, data_hash = load_examples(run_dir)
     out_dir = Path(out_dir) if out_dir else default_out(run_dir, cfg.base)
     run_hash = cfg.content_hash(data_hash)
     with sole_writer(out_dir):
+        if replace_stale and _holds_other(out_dir, run_hash):
+            force = True
         if (record := _finished_record(out_dir, run_hash, force)) is not None:
             return record
         return _fit(run_dir, cfg, out_dir, examples, data_hash, run_hash, console)
@@ -292,6 +295,13 @@ def _fit(run_dir: Path, cfg: TrainConfig, out_dir: Path, examples: list[dict[str
     (out_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     shutil.rmtree(out_dir / CHECKPOINT, ignore_errors=True)  # the adapter and the record replace it
     return record
+
+
+def _holds_other(out_dir: Path, run_hash: str) -> bool:
+    for path in (out_dir / RECORD, out_dir / CHECKPOINT / "state.json"):
+        if path.is_file():
+            return json.loads(path.read_text()).get("run_hash") != run_hash
+    return False
 
 
 def _finished_record(out_dir: Path, run_hash: str, force: bool) -> dict[str, Any] | None:
