@@ -30,6 +30,7 @@ from ensemble_instruct.config import MemberConfig, build_config
 from ensemble_instruct.evaluation import EvalItem, file_hash, load_tasks
 from ensemble_instruct.models import cache_dir
 from ensemble_instruct.outputs import generate_outputs
+from ensemble_instruct.prompts import build_zero_shot
 from ensemble_instruct.rouge import rouge_l
 from ensemble_instruct.records import Instance
 from ensemble_instruct.seeds import data_path, load_demos
@@ -41,6 +42,7 @@ MEMBERS = {
     "gemma": "gemma-3-270m",
 }
 STOPS = ("end_of_turn", "blank_line")
+SAMPLING = {"temperature": 0.7, "top_k": 50}  # several answers of one member, for a minimum-Bayes-risk choice
 Rule = Callable[["Item", Sequence[str]], "str | None"]  # the member whose answer is kept, or None: dropped
 
 
@@ -57,8 +59,9 @@ def as_instance(item: EvalItem, index: int) -> Instance:
     return Instance(f"{kind}-{index}", f"task-{index}", kind, item.instruction, item.input, "", "", "")
 
 
-def cache_file(cache: Path, model: str, stop: str, tasks: Path, max_new_tokens: int) -> Path:
-    key = hashlib.sha256(json.dumps([model, stop, max_new_tokens]).encode()).hexdigest()[:8]
+def cache_file(cache: Path, model: str, stop: str, tasks: Path, max_new_tokens: int, sample: int | None = None) -> Path:
+    settings = [model, stop, max_new_tokens] + ([SAMPLING, sample] if sample is not None else [])
+    key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:8]
     return cache / f"{Path(tasks).stem}-{file_hash(tasks)}-{model}-{stop}-{key}.jsonl"
 
 
@@ -76,14 +79,16 @@ def read_cache(path: Path) -> dict[int, Answer]:
 
 
 def collect(member: str, model: str, stop: str, tasks: Path, items: Sequence[EvalItem], cache: Path,
-            max_new_tokens: int, chunk: int = 32) -> dict[int, Answer]:
-    """The member's stage-3 answers to every item, from the cache where they exist."""
-    path = cache_file(cache, model, stop, tasks, max_new_tokens)
+            max_new_tokens: int, sample: int | None = None, chunk: int = 32) -> dict[int, Answer]:
+    """The member's stage-3 answers to every item, from the cache where they exist; with `sample`, the
+    sample-th answer drawn at the instruction stage's temperature instead of the greedy one."""
+    path = cache_file(cache, model, stop, tasks, max_new_tokens, sample)
     answers = read_cache(path)
     todo = [i for i in range(len(items)) if i not in answers]
     if not todo:
         return answers
-    cfg = build_config({"outputs": {"stop": stop, "sampling": {"max_new_tokens": max_new_tokens}}})
+    sampling = {"max_new_tokens": max_new_tokens} | (SAMPLING if sample is not None else {})
+    cfg = build_config({"outputs": {"stop": stop, "sampling": sampling}, "seed": sample or 0})
     demos = load_demos()
     backend = make_backend(MemberConfig(name=member, model=model))
     started, tokens = time.perf_counter(), 0
@@ -91,7 +96,7 @@ def collect(member: str, model: str, stop: str, tasks: Path, items: Sequence[Eva
         with open(path, "a", encoding="utf-8") as fh:
             for start in range(0, len(todo), chunk):
                 block = todo[start:start + chunk]
-                out = generate_outputs([as_instance(items[i], i) for i in block], backend, demos, cfg, 0)
+                out = generate_outputs([as_instance(items[i], i) for i in block], backend, demos, cfg)
                 for i, (cand, done) in zip(block, out):
                     answers[i] = Answer(cand.text, done.finish_reason, done.completion_tokens, round(done.seconds, 4))
                     fh.write(json.dumps({"index": i, **answers[i].__dict__}, ensure_ascii=False) + "\n")
@@ -103,6 +108,35 @@ def collect(member: str, model: str, stop: str, tasks: Path, items: Sequence[Eva
     finally:
         backend.close()
     return answers
+
+
+def collect_likelihoods(scorer: str, model: str, tasks: Path, items: Sequence[EvalItem],
+                        answers: dict[str, dict[int, Answer]], cache: Path) -> dict[int, dict[str, float]]:
+    """The scorer's mean log-probability per token of every member's answer, given the zero-shot prompt
+    (prefill only), cached like the answers."""
+    path = cache / f"{Path(tasks).stem}-{file_hash(tasks)}-likelihood-{model}.jsonl"
+    scores: dict[int, dict[str, float]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            scores[row["index"]] = row["scores"]
+    members = sorted(answers)
+    todo = [i for i in range(len(items)) if i not in scores or set(scores[i]) != set(members)]
+    if not todo:
+        return scores
+    backend = make_backend(MemberConfig(name=scorer, model=model))
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            for n, i in enumerate(todo, start=1):
+                prompt = build_zero_shot(items[i].instruction, items[i].input, chat=True)
+                texts = [answers[m][i].text for m in members]
+                scores[i] = {m: round(s.mean, 5) for m, s in zip(members, backend.score(prompt, texts))}
+                fh.write(json.dumps({"index": i, "scores": scores[i]}) + "\n")
+                if n % 16 == 0:
+                    print(f"  likelihood [{scorer}] {tasks.name}: {n}/{len(todo)}", flush=True)
+    finally:
+        backend.close()
+    return scores
 
 
 def seeds_outside_demos(cache: Path) -> Path:
@@ -158,23 +192,26 @@ def interval(gaps: Sequence[float], resamples: int = 10_000, seed: int = 0) -> t
 
 
 def summarize(items: Sequence[Item], rule: Rule, generator: str, members: Sequence[str]) -> dict[str, float]:
-    """One rule on some items: the chosen answers' reference score (a dropped item falls back to the
-    generator's answer), on kept items, the share kept, and the generator's score on kept vs dropped items."""
-    chosen, kept_scores, gen_kept, gen_dropped = [], [], [], []
+    """One rule on some items, against the best single member (the member with the highest mean on them):
+    the chosen answers' reference score over all items (a dropped item falls back to the generator's answer)
+    and over the kept ones, the best member on the same kept items, paired intervals for both gaps, the
+    share kept, and the generator's score on kept vs dropped items (does the filter keep the better ones?)."""
+    best = max(members, key=lambda m: np.mean([it.quality[m] for it in items]))
+    chosen, kept, gen_kept, gen_dropped = [], [], [], []
     for item in items:
         pick = rule(item, members)
+        chosen.append(item.quality[generator if pick is None else pick])
         if pick is None:
-            chosen.append(item.quality[generator])
             gen_dropped.append(item.quality[generator])
         else:
-            chosen.append(item.quality[pick])
-            kept_scores.append(item.quality[pick])
+            kept.append((item.quality[pick], item.quality[best]))
             gen_kept.append(item.quality[generator])
-    best = max(members, key=lambda m: np.mean([it.quality[m] for it in items]))
-    diff, low, high = interval([c - it.quality[best] for c, it in zip(chosen, items)])
-    return {"all": float(np.mean(chosen)), "kept": _mean(kept_scores), "share": len(kept_scores) / len(items),
-            "gen_kept": _mean(gen_kept), "gen_dropped": _mean(gen_dropped), "vs_best": diff, "low": low,
-            "high": high, "best": best}
+    gap_all = interval([c - it.quality[best] for c, it in zip(chosen, items)])
+    gap_kept = interval([c - b for c, b in kept]) if kept else (float("nan"),) * 3
+    return {"all": float(np.mean(chosen)), "kept": _mean([c for c, _ in kept]),
+            "best_kept": _mean([b for _, b in kept]), "share": len(kept) / len(items), "best": best,
+            "gen_kept": _mean(gen_kept), "gen_dropped": _mean(gen_dropped),
+            "vs_best": gap_all, "vs_best_kept": gap_kept}
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -65,8 +65,8 @@ def test_assembled_bytes_are_the_concatenation(tmp_path, pieces):
     assert result == target
     assert target.read_bytes() == WHOLE
     assert sha256_of(target) == hashlib.sha256(WHOLE).hexdigest()
-    # only the file and its verified marker: no .partial left behind
-    assert leftovers(target.parent) == ["tiny.gguf", "tiny.gguf.sha256"]
+    # only the file, its verified marker and the lock that makes two processes assemble it once: no .partial
+    assert leftovers(target.parent) == ["tiny.gguf", "tiny.gguf.lock", "tiny.gguf.sha256"]
 
 
 def test_single_piece_is_copied_whole(tmp_path, pieces):
@@ -118,7 +118,7 @@ def test_sha256_mismatch_names_model_and_file_and_leaves_nothing(tmp_path, piece
     assert not target.exists()
     assert not target.with_name("tiny.gguf.partial").exists()
     assert not target.with_name("tiny.gguf.sha256").exists()
-    assert leftovers(target.parent) == []
+    assert leftovers(target.parent) == ["tiny.gguf.lock"]  # the lock alone: an empty file, reused next time
 
 
 def test_mismatch_does_not_replace_a_good_cached_file(tmp_path, pieces):
@@ -237,4 +237,4 @@ def test_assemble_real_smollm2_into_a_fresh_cache(tmp_path, monkeypatch):
     resolved, resolved_info = resolve_model("smollm2-135m-instruct")
     assert (resolved, resolved_info) == (path, info)
     assert path.stat().st_mtime_ns == mtime
-    assert sorted(os.listdir(path.parent)) == [info.filename, info.filename + ".sha256"]
+    assert sorted(os.listdir(path.parent)) == [info.filename, info.filename + ".lock", info.filename + ".sha256"]

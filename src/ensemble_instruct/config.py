@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .backends import GenParams
 from .errors import UserError
 
 Role = Literal["instructions", "instances", "outputs"]
@@ -66,6 +68,11 @@ class SamplingConfig(_Closed):
     max_new_tokens: int = Field(default=256, ge=1)
     min_new_tokens: int = Field(default=0, ge=0)
 
+    def params(self, stop: tuple[str, ...] = (), max_new_tokens: int | None = None) -> GenParams:
+        """The decoding of one request with these settings."""
+        return GenParams(self.temperature, self.top_k, self.top_p, max_new_tokens or self.max_new_tokens,
+                         self.min_new_tokens, stop=stop)
+
 
 class TypeConfig(_Closed):
     """Counts of type A (needs an input): the paper's 20 seed + 4 synthetic demos, 18 instance demos."""
@@ -120,6 +127,9 @@ class PenalizedSampling(SamplingConfig):
     """Decoding with OpenAI's presence penalty, which the Self-Instruct recipe uses."""
 
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
+
+    def params(self, stop: tuple[str, ...] = (), max_new_tokens: int | None = None) -> GenParams:
+        return replace(super().params(stop, max_new_tokens), presence_penalty=self.presence_penalty)
 
 
 class SelfInstructConfig(_Closed):

@@ -19,6 +19,7 @@ from filelock import FileLock
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from . import rouge
 from .errors import UserError
 from .models import cache_dir
 from .backends import GenParams
@@ -119,17 +120,10 @@ def select(items: list[EvalItem], limit: int | None) -> list[int]:
     return sorted(chosen)
 
 
-_scorer = None
-
-
 def rouge_l(prediction: str, references: tuple[str, ...] | list[str]) -> float:
-    """Rouge-L F-measure (stemmed) of a prediction against its best reference, in 0..1."""
-    global _scorer
-    if _scorer is None:
-        from rouge_score import rouge_scorer
-
-        _scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return max(_scorer.score(ref, prediction)["rougeL"].fmeasure for ref in references)
+    """Rouge-L F-measure (stemmed) of a prediction against its best reference, in 0..1 (float-equal to
+    rouge_score's, see rouge.py)."""
+    return max(rouge.rouge_l(ref, prediction, stem=True) for ref in references)
 
 
 def cut_answer(text: str) -> str:

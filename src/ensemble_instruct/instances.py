@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from .backends import Backend, GenParams
+from .backends import Backend
 from .config import RunConfig
 from .ensemble import normalize
 from .prompts import END, ParsedInstance, build_instance_prompt, parse_instance
 from .records import Demo, Instance, Rejection, Task, derive_seed
 
-
-def instance_params(cfg: RunConfig) -> GenParams:
-    s = cfg.instances.sampling
-    return GenParams(s.temperature, s.top_k, s.top_p, s.max_new_tokens, s.min_new_tokens, stop=("\n\n", END))
+STOPS = ("\n\n", END)  # a demo block ends at a blank line and the end marker
 
 
 def generate_instances(tasks: Sequence[Task], backend: Backend, demos: dict[str, list[Demo]],
@@ -21,7 +18,7 @@ def generate_instances(tasks: Sequence[Task], backend: Backend, demos: dict[str,
     """One instance per task, with the completion that made it (for usage figures)."""
     prompts = [build_instance_prompt(t.type, demos[t.type][: cfg.type_config(t.type).instance_demos], t.instruction)
                for t in tasks]
-    params = [instance_params(cfg).with_seed(derive_seed(cfg.seed, "instance", t.id)) for t in tasks]
+    params = [cfg.instances.sampling.params(stop=STOPS).with_seed(derive_seed(cfg.seed, "instance", t.id)) for t in tasks]
     for task, done in zip(tasks, backend.generate(prompts, params)):
         yield task, judge_instance(task, done.text, done.finish_reason, done.error, backend.name, cfg), done
 

@@ -51,11 +51,6 @@ def sample_demos(seeds: Sequence[SeedTask], synthetic: Sequence[Task], n_seed: i
     return demos
 
 
-def instruction_params(cfg: RunConfig) -> GenParams:
-    s = cfg.instructions.sampling
-    return GenParams(s.temperature, s.top_k, s.top_p, s.max_new_tokens, s.min_new_tokens, stop=(END,))
-
-
 def generate_round(task_type: str, round_no: int, seeds: Sequence[SeedTask], synthetic: Sequence[Task],
                    pool: InstructionPool, backend: Backend, cfg: RunConfig) -> Round:
     """Sample one prompt batch_size times (its demo block is then read once), then judge each piece.
@@ -65,7 +60,7 @@ def generate_round(task_type: str, round_no: int, seeds: Sequence[SeedTask], syn
                          derive_seed(cfg.seed, "instructions", task_type, round_no))
     prompt = build_instruction_prompt([d.instruction for d in demos])
     result = Round(task_type, round_no, backend.name, [d.id for d in demos])
-    for item, done in sample_round(result, prompt, instruction_params(cfg), backend, cfg):
+    for item, done in sample_round(result, prompt, cfg.instructions.sampling.params(stop=(END,)), backend, cfg):
         pieces = parse_instructions(done.text, done.finish_reason == "length")
         judge_pieces(result, [(p.text, p.truncated) for p in pieces], pool, demos, cfg, item)
     return result

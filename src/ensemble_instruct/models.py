@@ -7,11 +7,15 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from filelock import FileLock
 from platformdirs import user_cache_dir
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .config import MemberConfig
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,23 @@ REGISTRY: dict[str, ModelInfo] = {
         ),
     )
 }
+
+
+def member_kind(member: MemberConfig) -> str:
+    """"instruct" (zero-shot through a chat template) or "base" (few-shot): as configured, else as the
+    registry knows the model, else "instruct"."""
+    if member.kind:
+        return member.kind
+    info = REGISTRY.get(member.model)
+    return info.kind if info else "instruct"
+
+
+def has_restricted_terms(member: MemberConfig) -> bool:
+    """Whether the model's terms reach models trained on what it writes: as configured, else as registered."""
+    if member.restricted_terms is not None:
+        return member.restricted_terms
+    info = REGISTRY.get(member.model)
+    return bool(info and info.restrictive)
 
 
 def cache_dir() -> Path:

@@ -11,9 +11,8 @@ from .records import Candidate, Demo, Instance, derive_seed
 
 
 def output_params(cfg: RunConfig, instruction_tuned: bool) -> GenParams:
-    s = cfg.outputs.sampling
     stop = (END,) if instruction_tuned and cfg.outputs.stop == "end_of_turn" else ("\n\n", END)
-    return GenParams(s.temperature, s.top_k, s.top_p, s.max_new_tokens, s.min_new_tokens, stop=stop)
+    return cfg.outputs.sampling.params(stop=stop)
 
 
 def prompt_mode(backend: Backend) -> str:
@@ -21,7 +20,7 @@ def prompt_mode(backend: Backend) -> str:
 
 
 def generate_outputs(instances: Sequence[Instance], backend: Backend, demos: dict[str, list[Demo]],
-                     cfg: RunConfig, index: int) -> list[tuple[Candidate, Completion]]:
+                     cfg: RunConfig) -> list[tuple[Candidate, Completion]]:
     """One candidate per instance from one extra member; an empty answer stays an empty candidate."""
     mode = prompt_mode(backend)
     if mode == "zero_shot":
@@ -33,5 +32,6 @@ def generate_outputs(instances: Sequence[Instance], backend: Backend, demos: dic
     out = []
     for done in backend.generate(prompts, params):
         text = parse_output(done.text) if done.ok else ""
-        out.append((Candidate(index, backend.name, "extra", mode, text, done.error, done.finish_reason), done))
+        # the index is set when the candidates of an instance are put together
+        out.append((Candidate(0, backend.name, "extra", mode, text, done.error, done.finish_reason), done))
     return out

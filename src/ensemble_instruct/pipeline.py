@@ -15,7 +15,7 @@ from .ensemble import Decision, decide
 from .errors import UserError
 from .instances import generate_instances
 from .instructions import InstructionPool, Round, generate_round
-from .models import REGISTRY
+from .models import has_restricted_terms, member_kind
 from .outputs import generate_outputs
 from .prefetch import Prefetch
 from .records import Candidate, Demo, Instance, Rejection, SeedTask, Task, task_from_json, to_json, usage_of
@@ -94,13 +94,6 @@ class Progress:
         return not (self.stopped or (stop and stop.is_set()))
 
 
-def restricted(member: MemberConfig) -> bool:
-    if member.restricted_terms is not None:
-        return member.restricted_terms
-    info = REGISTRY.get(member.model)
-    return bool(info and info.restrictive)
-
-
 class Pipeline:
     """One generation run. Every stage result is looked up in the store before it is computed, so a
     re-run replays finished work from disk and continues where the last run stopped."""
@@ -115,7 +108,7 @@ class Pipeline:
         self.seeds = split_by_type(list(seeds))
         self.on_event = on_event
         self.members = {m.name: m for m in cfg.members}
-        self.restricted = {m.name for m in cfg.members if restricted(m)}
+        self.restricted = {m.name for m in cfg.members if has_restricted_terms(m)}
         # finished work, looked up by ID and forgotten once its tasks are decided (memory stays flat)
         finished = store.take_finished()
         self._rounds = {(r["type"], r["round"]): r for r in finished["instructions"]}
@@ -153,7 +146,7 @@ class Pipeline:
     def extras_for(self, generator: str) -> list[str]:
         wanted = self.cfg.consensus.extras
         return [m.name for m in self.cfg.members_with("outputs") if m.name != generator and m.name not in self.down
-                and (wanted == "all" or (m.kind or _registry_kind(m)) == wanted)]
+                and (wanted == "all" or member_kind(m) == wanted)]
 
     # --- the run ------------------------------------------------------------------------------------
 
@@ -340,7 +333,7 @@ class Pipeline:
         """Store the member's answers; returns the error if it failed (its failed answers are not stored).
         Once stop is set, the answer in flight ends as a "cancelled" error and the rest are not asked for."""
         cancel_event.set(stop)
-        for inst, (cand, done) in zip(group, generate_outputs(group, self.backends[member], self.demos, self.cfg, 0)):
+        for inst, (cand, done) in zip(group, generate_outputs(group, self.backends[member], self.demos, self.cfg)):
             if not done.ok:
                 return done.error
             if (inst.id, member) in self._outputs:
@@ -422,7 +415,3 @@ def unfinished_groups(tasks: Sequence[Task], writer_of: Callable[[Task], str],
         groups.setdefault(writer_of(task), []).append(task)
     return {writer: group for writer, group in groups.items() if any(t.id not in finished for t in group)}
 
-
-def _registry_kind(member: MemberConfig) -> str:
-    info = REGISTRY.get(member.model)
-    return info.kind if info else "instruct"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import Backend, Completion, GenParams
-from .config import PenalizedSampling, RunConfig
+from .config import RunConfig
 from .ensemble import Decision
 from .errors import UserError
 from .instructions import InstructionPool, Round, judge_pieces, sample_demos, sample_round
@@ -39,11 +39,6 @@ ALL = "all"  # the recipe has no task types until an instance shows whether it h
 CLASSIFY_DEMOS = {True: 6, False: 12}
 INPUT_FIRST_DEMOS = {"A": 5, "B": 3}
 OUTPUT_FIRST_DEMOS = 6
-
-
-def _params(s: PenalizedSampling, stop: tuple[str, ...], max_new_tokens: int | None = None) -> GenParams:
-    return GenParams(s.temperature, s.top_k, s.top_p, max_new_tokens or s.max_new_tokens, s.min_new_tokens,
-                     stop=stop, presence_penalty=s.presence_penalty)
 
 
 @dataclass(frozen=True)
@@ -115,7 +110,7 @@ class SelfInstructPipeline(Pipeline):
                              derive_seed(self.cfg.seed, "instructions", task_type, round_no))
         prompt = build_instruction_prompt([d.instruction for d in demos])
         result = Round(task_type, round_no, writer, [d.id for d in demos])
-        params = _params(si.instructions, INSTRUCTION_STOPS)
+        params = si.instructions.params(INSTRUCTION_STOPS)
         for item, done in sample_round(result, prompt, params, self.backends[writer], self.cfg):
             if done.finish_reason == "length":  # the recipe drops a completion cut by the limit
                 result.rejections.append(Rejection("instruction_filter", item, "truncated_completion", task_type,
@@ -158,7 +153,7 @@ class SelfInstructPipeline(Pipeline):
         written = [Written(parse_classify(c.text), completions=[c]) for c in checks]
         prompts = [build_output_first_prompt(demos.output_first, t.instruction) if w.classification
                    else build_input_first_prompt(demos.input_first, t.instruction) for t, w in zip(tasks, written)]
-        params = [_params(si.instances, INSTANCE_STOPS, si.classification_max_new_tokens if w.classification else None)
+        params = [si.instances.params(INSTANCE_STOPS, si.classification_max_new_tokens if w.classification else None)
                   for w in written]
         for task, w, done in zip(tasks, written, backend.generate(prompts, params)):
             w.completions.append(done)

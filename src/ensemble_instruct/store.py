@@ -137,12 +137,6 @@ class RunStore:
         partial.write_text(text, encoding="utf-8")
         os.replace(partial, path)
 
-    def write_file(self, name: str, text: str) -> Path:
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._write_atomic(path, text)
-        return path
-
     def append(self, name: str, record: dict[str, Any]) -> None:
         """Append one record as one line, unbuffered: a kill loses at most this line, and a full disk
         stops the run with what was written intact (a torn last line is cut off on the next start)."""

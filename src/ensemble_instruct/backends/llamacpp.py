@@ -199,11 +199,10 @@ class LlamaCppBackend:
 
     @classmethod
     def from_member(cls, member: MemberConfig) -> LlamaCppBackend:
-        from ..models import resolve_model
+        from ..models import member_kind, resolve_model
 
-        path, info = resolve_model(member.model)
-        kind = member.kind or (info.kind if info else "instruct")
-        return cls(member.name, path, kind == "instruct", member.n_ctx, member.n_threads)
+        path, _ = resolve_model(member.model)
+        return cls(member.name, path, member_kind(member) == "instruct", member.n_ctx, member.n_threads)
 
     def render(self, prompt: Prompt) -> str:
         """Chat messages through the model's own template; plain text as it is."""
