@@ -16,7 +16,8 @@ from rich.console import Console
 from .config import RunConfig, load_config
 from .evaluation import MAX_NEW_TOKENS, evaluate
 from .run import run_generation
-from .store import KEPT, read_jsonl
+from .paths import RunPaths
+from .store import read_jsonl
 from .train import TrainConfig, train
 
 # name → (what the paper's table calls it, the configuration fields that make it)
@@ -40,12 +41,13 @@ def data_configs(config_path: Path | None, overrides: dict[str, Any]) -> dict[st
 
 def _generated(run_dir: Path, cfg: RunConfig) -> bool:
     """A finished run of this configuration: run_generation writes summary.json last."""
-    return (run_dir / "summary.json").is_file() and (run_dir / "manifest.json").is_file() and _resumable(run_dir, cfg)
+    paths = RunPaths(run_dir)
+    return paths.summary.is_file() and paths.manifest.is_file() and _resumable(run_dir, cfg)
 
 
 def _resumable(run_dir: Path, cfg: RunConfig) -> bool:
     """The run directory holds (part of) a run of this very configuration."""
-    return json.loads((run_dir / "manifest.json").read_text()).get("config_hash") == cfg.content_hash()
+    return json.loads(RunPaths(run_dir).manifest.read_text()).get("config_hash") == cfg.content_hash()
 
 
 def shared_budget(cfg: TrainConfig, configs: dict[str, RunConfig]) -> TrainConfig:
@@ -71,10 +73,10 @@ def compare(out_dir: Path, train_cfg: TrainConfig, task_files: list[Path], confi
         run_dir = out_dir / "data" / name
         if not _generated(run_dir, cfg):
             # a data set made with other settings is made again; the others are kept
-            stale = (run_dir / "manifest.json").is_file() and not _resumable(run_dir, cfg)
+            stale = RunPaths(run_dir).manifest.is_file() and not _resumable(run_dir, cfg)
             _say(console, f"[bold]{name}[/bold]: generating into {run_dir}" + (" (settings changed)" if stale else ""))
             run_generation(cfg, run_dir, force=stale, console=console)
-        kept = sum(1 for _ in read_jsonl(run_dir / KEPT))
+        kept = sum(1 for _ in read_jsonl(RunPaths(run_dir).kept))
         if not kept:
             rows.append({"data_set": name, "label": DATA_SETS[name][0], "examples": 0, "scores": None})
             continue

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .store import KEPT, read_jsonl
+from .paths import RunPaths
+from .store import read_jsonl
 
 FORMATS = ("jsonl", "alpaca", "messages", "parquet", "hf")
 
@@ -45,13 +46,13 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 def export(run_dir: Path, formats: Iterable[str]) -> list[Path]:
     """Write each requested format under RUN_DIR/export; data.jsonl itself is the jsonl format."""
     run_dir = Path(run_dir)
-    examples = list(read_jsonl(run_dir / KEPT))
-    out_dir = run_dir / "export"
+    examples = list(read_jsonl(RunPaths(run_dir).kept))
+    out_dir = RunPaths(run_dir).exports
     out_dir.mkdir(exist_ok=True)
     written = []
     for fmt in formats:
         if fmt == "jsonl":
-            written.append(run_dir / KEPT)
+            written.append(RunPaths(run_dir).kept)
         elif fmt == "alpaca":
             path = out_dir / "alpaca.json"
             path.write_text(json.dumps([alpaca_row(e) for e in examples], ensure_ascii=False, indent=1))

