@@ -61,20 +61,28 @@ def export(run_dir: Path, formats: Iterable[str]) -> list[Path]:
             _write_jsonl(out_dir / "messages.jsonl", (messages_row(e) for e in examples))
             written.append(out_dir / "messages.jsonl")
         elif fmt in ("parquet", "hf"):
-            written.append(_export_table(out_dir, fmt, [flat_row(e) for e in examples]))
+            written.append(_export_table(out_dir, fmt, examples))
         else:
             raise UserError(f"export: unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     return written
 
 
-def _export_table(out_dir: Path, fmt: str, rows: list[dict[str, Any]]) -> Path:
+COLUMNS = ("id", "type", "instruction", "input", "output", "output_model", "selection", "restricted_terms",
+           "provenance")
+
+
+def to_dataset(examples: Iterable[dict[str, Any]], what: str = "export"):
+    """A Hugging Face `datasets.Dataset` of the examples, one flat row each (the Parquet columns)."""
     try:
         import datasets
     except ImportError:
-        raise UserError(f"export {fmt}: needs the export extra: pip install 'ensemble-instruct[export]'") from None
-    columns = ("id", "type", "instruction", "input", "output", "output_model", "selection",
-               "restricted_terms", "provenance")
-    table = datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
+        raise UserError(f"{what}: needs the export extra: pip install 'ensemble-instruct[export]'") from None
+    rows = [flat_row(e) for e in examples]
+    return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in COLUMNS})
+
+
+def _export_table(out_dir: Path, fmt: str, examples: list[dict[str, Any]]) -> Path:
+    table = to_dataset(examples, f"export {fmt}")
     if fmt == "parquet":
         table.to_parquet(out_dir / "data.parquet")
         return out_dir / "data.parquet"
