@@ -319,3 +319,9 @@ def test_data_sets_made_without_a_vote_ignore_the_vote_settings():
     for mode in ({"ensemble": False}, {"method": "self-instruct"}):
         assert load_config(None, {**mode, **vote}).content_hash() == load_config(None, mode).content_hash()
     assert load_config(None, vote).content_hash() != load_config(None).content_hash()
+
+
+def test_prefer_names_members():
+    with pytest.raises(UserError, match=r"field consensus.prefer: no member named 'x' \(members: "):
+        load_config(None, {"consensus.prefer": ["x"]})
+    assert load_config(None, {"consensus.prefer": ["smollm2-135m"]}).consensus.prefer == ["smollm2-135m"]

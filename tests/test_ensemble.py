@@ -112,3 +112,19 @@ def test_decide_drops_an_example_left_with_fewer_than_two_voters():
     assert decision.dropped == {0: "copies_input", 1: "copies_input"}
     assert not decision.kept and decision.reason == "too_few_answers" and decision.chosen is None
     assert decide(cands, "Copy the input.", "the sea", drop_input_copies=False).reason == "exact_match"
+
+
+def test_preferred_keeps_the_strongest_voter_once_the_vote_passes():
+    cands = [Candidate(0, "small", "generator", "few_shot", "Canberra is the capital."),
+             Candidate(1, "big", "extra", "zero_shot", "The capital of Australia is Canberra."),
+             Candidate(2, "tiny", "extra", "zero_shot", "It is Canberra, not Sydney.")]
+    decision = decide(cands, "Name the capital of Australia.", "", rule="preferred", prefer=["big", "small"])
+    assert (decision.kept, decision.reason, decision.chosen) == (True, "preferred", 1)
+    # the strongest member did not vote (its answer was cut off): the next one in the list
+    cut = [cands[0], Candidate(1, "big", "extra", "zero_shot", cands[1].text, finish_reason="length"), cands[2]]
+    assert decide(cut, "Name the capital.", "", rule="preferred", prefer=["big", "small"]).chosen == 0
+    # members left out of the list come after it, in candidate order; the vote still decides what is kept
+    assert decide(cands, "Name the capital.", "", rule="preferred", prefer=["tiny"]).chosen == 2
+    assert decide(cands, "Name the capital.", "", rule="preferred", prefer=[]).chosen == 0
+    sydney = [cands[0], Candidate(1, "big", "extra", "zero_shot", "Sydney")]
+    assert decide(sydney, "Name the capital.", "", rule="preferred", prefer=["big"]).reason == "low_agreement"

@@ -87,7 +87,8 @@ def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--types", type=click.Choice(["A", "B", "AB"]), help="Task types to make.")
 @click.option("--method", type=click.Choice(["ensemble-instruct", "self-instruct"]))
 @click.option("--no-ensemble", is_flag=True, help="Single output per example (the SO ablation).")
-@click.option("--rule", type=click.Choice(["medoid", "first_of_best_pair"]), help="Consensus selection rule.")
+@click.option("--rule", type=click.Choice(["medoid", "first_of_best_pair", "preferred"]),
+              help="How the kept answer is chosen: by agreement, or the strongest member's (consensus.prefer).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any configuration field.")
 @click.option("--force", is_flag=True, help="Start over in an output directory from another configuration.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")

@@ -115,7 +115,10 @@ class OutputConfig(_Closed):
 
 class EnsembleConfig(_Closed):
     threshold: float = Field(default=0.01, ge=0, le=1)
-    rule: Literal["medoid", "first_of_best_pair"] = "medoid"
+    # how the kept answer is chosen: by agreement (the method's medoid or first_of_best_pair), or "preferred":
+    # the answer of the first member in `prefer` that voted
+    rule: Literal["medoid", "first_of_best_pair", "preferred"] = "medoid"
+    prefer: list[str] = Field(default_factory=list)  # member names, strongest first
     # which extra members answer: every member with the "outputs" role, or only one kind
     extras: Literal["all", "instruct", "base"] = "all"
     # Beyond the method: answers that are empty, cut at the token limit, restate the instruction or loop
@@ -182,6 +185,14 @@ class RunConfig(_Closed):
                 raise ValueError(f"no member has the role {role!r}")
         return members
 
+    @model_validator(mode="after")
+    def _prefer_names_members(self) -> RunConfig:
+        names = [m.name for m in self.members]
+        for name in self.consensus.prefer:
+            if name not in names:
+                raise ValueError(f"consensus.prefer: no member named {name!r} (members: {', '.join(names)})")
+        return self
+
     def type_config(self, task_type: str) -> TypeConfig:
         return self.type_a if task_type == "A" else self.type_b
 
@@ -222,6 +233,8 @@ def _format_error(source: str, err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
+    if not first["loc"] and ": " in msg:  # a check across fields names its field itself
+        where, msg = msg.split(": ", 1)
     if first["type"] == "literal_error":
         msg = f"must be one of {first['ctx']['expected']}"
     elif first["type"] == "extra_forbidden":

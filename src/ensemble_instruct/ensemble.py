@@ -90,14 +90,25 @@ def screen(candidates: Sequence[Candidate], instruction: str, input_text: str, h
 
 
 def decide(candidates: Sequence[Candidate], instruction: str, input_text: str, threshold: float = 0.01,
-           rule: str = "medoid", hygiene: bool = True, drop_input_copies: bool = True) -> Decision:
-    """Screen the candidates, then keep the consensus of those left (at least two), or say why not."""
+           rule: str = "medoid", hygiene: bool = True, drop_input_copies: bool = True,
+           prefer: Sequence[str] = ()) -> Decision:
+    """Screen the candidates, then keep the consensus of those left (at least two), or say why not.
+
+    The agreement test decides whether the example is kept. The method's rules (medoid, first_of_best_pair)
+    also choose the answer by agreement; "preferred" keeps the answer of the first member in `prefer` that
+    voted (a member's measured strength, see benchmarks/selection.py), the others' in candidate order."""
     dropped = screen(candidates, instruction, input_text, hygiene, drop_input_copies)
     voters = [c for c in candidates if c.index not in dropped]
     if len(voters) < 2:
         return Decision(False, "too_few_answers", None, [], dropped)
-    verdict = select_consensus([c.text for c in voters], threshold, rule)
+    verdict = select_consensus([c.text for c in voters], threshold, "medoid" if rule == "preferred" else rule)
     pairwise = [[voters[i].index, voters[j].index, round(s, 6)] for i, j, s in verdict.pairwise]
     min_pair = [voters[i].index for i in verdict.min_pair] if verdict.min_pair else None
-    chosen = voters[verdict.chosen_index].index if verdict.kept else None
-    return Decision(verdict.kept, verdict.method, chosen, pairwise, dropped, verdict.min_score, min_pair)
+    if not verdict.kept:
+        return Decision(False, verdict.method, None, pairwise, dropped, verdict.min_score, min_pair)
+    if rule == "preferred":
+        rank = {member: k for k, member in enumerate(prefer)}
+        best = min(voters, key=lambda c: (rank.get(c.model, len(rank)), c.index))
+        return Decision(True, "preferred", best.index, pairwise, dropped, verdict.min_score, min_pair)
+    return Decision(True, verdict.method, voters[verdict.chosen_index].index, pairwise, dropped,
+                    verdict.min_score, min_pair)

@@ -362,7 +362,7 @@ class Pipeline:
             return self._keep(inst, self._example(inst, cands, Decision(True, "single", 0, [], {})))
         c = self.cfg.consensus
         decision = decide(cands, inst.instruction, inst.input if inst.type == "A" else "", c.threshold, c.rule,
-                          c.hygiene, self.cfg.drop_input_copies)
+                          c.hygiene, self.cfg.drop_input_copies, c.prefer)
         if decision.kept:
             return self._keep(inst, self._example(inst, cands, decision))
         self.store.add_rejection(to_json(Rejection(
