@@ -27,7 +27,7 @@ import numpy as np
 
 from ensemble_instruct.backends import make_backend
 from ensemble_instruct.config import MemberConfig, build_config
-from ensemble_instruct.evaluation import EvalItem, file_hash, load_tasks
+from ensemble_instruct.measure.evaluation import EvalItem, file_hash, load_tasks
 from ensemble_instruct.models import cache_dir
 from ensemble_instruct.outputs import generate_outputs
 from ensemble_instruct.prompts import build_zero_shot

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ensemble_instruct.train import (
+from ensemble_instruct.measure.train import (
     TrainConfig, _accumulate, _with_lora, collate, example_order, learning_rate, load_model, resolve_base,
     tokenize_example,
 )

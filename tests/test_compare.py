@@ -13,10 +13,10 @@ import yaml
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from ensemble_instruct import compare as compare_module  # noqa: E402
-from ensemble_instruct.compare import (compare, data_configs, differences, paired_difference,  # noqa: E402
+from ensemble_instruct.measure import compare as compare_module  # noqa: E402
+from ensemble_instruct.measure.compare import (compare, data_configs, differences, paired_difference,  # noqa: E402
                                        shared_budget, to_markdown)
-from ensemble_instruct.train import TrainConfig  # noqa: E402
+from ensemble_instruct.measure.train import TrainConfig  # noqa: E402
 
 SHIPPED = Path(str(files("ensemble_instruct") / "data" / "eval_tasks.jsonl"))
 
@@ -126,9 +126,9 @@ def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Pa
         raise AssertionError("a finished step ran again")
 
     monkeypatch.setattr(compare_module, "run_generation", must_not_run)
-    monkeypatch.setattr("ensemble_instruct.train.resolve_base", must_not_run)  # train returns its record first
-    monkeypatch.setattr("ensemble_instruct.evaluation.LlamaCppAnswers.answer", must_not_run)
-    monkeypatch.setattr("ensemble_instruct.evaluation.TransformersAnswers.answer", must_not_run)
+    monkeypatch.setattr("ensemble_instruct.measure.train.resolve_base", must_not_run)  # train returns its record first
+    monkeypatch.setattr("ensemble_instruct.measure.evaluation.LlamaCppAnswers.answer", must_not_run)
+    monkeypatch.setattr("ensemble_instruct.measure.evaluation.TransformersAnswers.answer", must_not_run)
     again = compare(out, train_cfg, [SHIPPED], overrides=overrides, limit=2, max_new_tokens=4,
                     cache=tmp_path / "cache")
     assert again["rows"] == rows
@@ -148,7 +148,7 @@ def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Pa
         return real_answer(self, subject, prompts, max_new_tokens)
 
     monkeypatch.setattr(compare_module, "run_generation", generation)
-    monkeypatch.setattr("ensemble_instruct.evaluation.LlamaCppAnswers.answer", answer)
+    monkeypatch.setattr("ensemble_instruct.measure.evaluation.LlamaCppAnswers.answer", answer)
     changed = compare(out, train_cfg, [SHIPPED], overrides={**overrides, "consensus.threshold": 0.02}, limit=2,
                       max_new_tokens=4, cache=tmp_path / "cache")
     assert made == ["ensemble-instruct"]

@@ -14,9 +14,9 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from ensemble_instruct import evaluation  # noqa: E402
+from ensemble_instruct.measure import evaluation  # noqa: E402
 from ensemble_instruct.errors import UserError  # noqa: E402
-from ensemble_instruct.evaluation import EvalItem, cut_answer, load_tasks, rouge_l, score, select  # noqa: E402
+from ensemble_instruct.measure.evaluation import EvalItem, cut_answer, load_tasks, rouge_l, score, select  # noqa: E402
 
 SHIPPED = Path(str(files("ensemble_instruct") / "data" / "eval_tasks.jsonl"))
 
@@ -126,7 +126,7 @@ def test_limit_takes_items_in_turn_from_each_task():
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory, smollm2_path) -> Path:
     pytest.importorskip("peft")
-    from ensemble_instruct.train import TrainConfig, train
+    from ensemble_instruct.measure.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("run")
     rows = [("Answer with one word: is fire hot or cold?", "", "hot"), ("Give the plural.", "cat", "cats"),

@@ -19,7 +19,7 @@ pytest.importorskip("peft")
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from ensemble_instruct.errors import UserError  # noqa: E402
-from ensemble_instruct.train import (  # noqa: E402
+from ensemble_instruct.measure.train import (  # noqa: E402
     RECORD, TrainConfig, _accumulate, _with_lora, collate, example_order, format_prompt, learning_rate, load_model,
     micro_batches, resolve_base, tokenize_example, train,
 )

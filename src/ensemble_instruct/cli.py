@@ -153,7 +153,7 @@ def report(run_dir: Path, out_path: Path | None, compare_dir: Path | None) -> No
 
 def _training_options(command):
     """The fine-tuning flags train and compare share; defaults are TrainConfig's."""
-    from .train import DEFAULT_BASE
+    from .measure.train import DEFAULT_BASE
 
     options = [
         click.option("--base", default=DEFAULT_BASE, show_default=True,
@@ -176,7 +176,7 @@ def _training_options(command):
 
 
 def _train_config(base: str, values: dict[str, Any]):
-    from .train import TrainConfig
+    from .measure.train import TrainConfig
 
     names = {"train_seed": "seed"}
     given = {names.get(k, k): v for k, v in values.items() if v is not None}
@@ -196,7 +196,7 @@ _TRAIN_FLAGS = ("epochs", "max_steps", "learning_rate", "batch_size", "micro_bat
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_command(run_dir: Path, base: str, out_dir: Path | None, force: bool, quiet: bool, **flags: Any) -> None:
     """LoRA fine-tune a base model on RUN_DIR/data.jsonl (loss on the response only)."""
-    from .train import default_out, train
+    from .measure.train import default_out, train
 
     cfg = _train_config(base, {k: flags[k] for k in _TRAIN_FLAGS})
     record = train(run_dir, cfg, out_dir, console=None if quiet else console, force=force)
@@ -236,7 +236,7 @@ _engine_option = click.option(
 def evaluate_command(model: str, task_files: tuple[Path, ...], limit: int | None, max_new_tokens: int | None,
                      out_path: Path | None, engine: str, quiet: bool) -> None:
     """Rouge-L of MODEL's greedy answers (a base, or an adapter from train beside its zero-shot base)."""
-    from .evaluation import MAX_NEW_TOKENS, evaluate
+    from .measure.evaluation import MAX_NEW_TOKENS, evaluate
 
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
@@ -268,8 +268,8 @@ def compare_command(config_path: Path | None, seeds_path: str | None, num: int, 
     """Ensemble-Instruct vs its single-output ablation vs the Self-Instruct recipe, fine-tuned and scored."""
     from importlib.resources import files
 
-    from .compare import compare
-    from .evaluation import MAX_NEW_TOKENS
+    from .measure.compare import compare
+    from .measure.evaluation import MAX_NEW_TOKENS
 
     overrides = ({"seeds": seeds_path} if seeds_path else {}) | {"type_a.target": num, "type_b.target": num}
     cfg = _train_config(base, {k: flags[k] for k in _TRAIN_FLAGS})

@@ -21,10 +21,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .errors import UserError
-from .models import cache_dir, resolve_model, sha256_of
-from .paths import RunPaths
-from .store import read_jsonl, sole_writer
+from ..errors import UserError
+from ..models import cache_dir, resolve_model, sha256_of
+from ..paths import RunPaths
+from ..store import read_jsonl, sole_writer
 
 DEFAULT_BASE = "gemma-3-270m"
 RECORD = "training_record.json"

@@ -19,11 +19,10 @@ from filelock import FileLock
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from . import rouge
-from .errors import UserError
-from .models import cache_dir
-from .backends import GenParams
-from .models import resolve_model, sha256_of
+from .. import rouge
+from ..backends import GenParams
+from ..errors import UserError
+from ..models import cache_dir, resolve_model, sha256_of
 from .train import PROMPT_FORMAT, format_prompt, load_model, read_record, resolve_base
 
 MAX_NEW_TOKENS = 128  # SuperNI's own evaluation limit for targets
@@ -209,7 +208,7 @@ class LlamaCppAnswers:
         self.gguf = gguf
 
     def answer(self, subject: Subject, prompts: list[str], max_new_tokens: int) -> list[str]:
-        from .backends.llamacpp import LlamaCppBackend
+        from ..backends.llamacpp import LlamaCppBackend
 
         lora = None
         if subject.adapter is not None:

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from .config import RunConfig, load_config
+from ..config import RunConfig, load_config
+from ..paths import RunPaths
+from ..run import run_generation
+from ..store import read_jsonl
 from .evaluation import MAX_NEW_TOKENS, evaluate
-from .run import run_generation
-from .paths import RunPaths
-from .store import read_jsonl
 from .train import TrainConfig, train
 
 # name → (what the paper's table calls it, the configuration fields that make it)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 ADAPTER_FILE = "adapter.gguf"
 # PEFT's key for one LoRA matrix: ...model.layers.N.self_attn.q_proj.lora_A.weight
