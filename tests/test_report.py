@@ -239,10 +239,10 @@ def test_sunburst_holds_root_verbs_and_their_objects(browser, mixed_run):
 
 
 def test_without_a_parser_the_verb_chart_says_how_to_get_one(monkeypatch, mixed_run):
-    from ensemble_instruct import report
+    from ensemble_instruct.report import data, figures
 
-    monkeypatch.setattr(report, "_parser", lambda: None)
-    figure = report.verbs_figure([report.load_run(mixed_run)])
+    monkeypatch.setattr(data, "parser", lambda: None)
+    figure = figures.verbs_figure([data.load_run(mixed_run)])
     assert not figure.data
     assert any("pip install 'ensemble-instruct[report]'" in note.text for note in figure.layout.annotations)
 
