@@ -24,18 +24,15 @@ from pathlib import Path
 
 from ensemble_instruct.backends.llamacpp import LlamaCppBackend, _silence_llama_log
 from ensemble_instruct.config import build_config
-from ensemble_instruct.models import resolve_model
-from ensemble_instruct.pipeline import Pipeline
+from ensemble_instruct.models import member_kind, resolve_model
+from ensemble_instruct.context import RunContext
+from ensemble_instruct.pipeline import EnsembleInstruct
 from ensemble_instruct.seeds import load_demos, load_seeds
 from ensemble_instruct.stats import summarize
 from ensemble_instruct.store import RunStore, read_jsonl
 
 PROBE = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 CORES = len(os.sched_getaffinity(0))
-
-
-class SequentialPipeline(Pipeline):
-    parallel_extras = False
 
 
 def engine_rate(path: Path) -> float:
@@ -59,8 +56,8 @@ def engine_rate(path: Path) -> float:
 def open_backends(cfg, baseline: bool) -> dict[str, LlamaCppBackend]:
     out = {}
     for m in cfg.members:
-        path, info = resolve_model(m.model)
-        out[m.name] = LlamaCppBackend(m.name, path, (m.kind or info.kind) == "instruct", m.n_ctx, m.n_threads,
+        path, _ = resolve_model(m.model)
+        out[m.name] = LlamaCppBackend(m.name, path, member_kind(m) == "instruct", m.n_ctx, m.n_threads,
                                       reuse_prefix=not baseline, max_seqs=1 if baseline else 16)
     return out
 
@@ -71,8 +68,8 @@ def timed_run(cfg, out: Path, baseline: bool) -> float:
     try:
         store = RunStore(out, cfg)
         started = time.perf_counter()
-        pipeline = SequentialPipeline if baseline else Pipeline
-        pipeline(cfg, store, backends, load_seeds(cfg.seeds), load_demos()).run()
+        ctx = RunContext(cfg, store, backends, load_seeds(cfg.seeds), load_demos())
+        EnsembleInstruct(ctx, parallel=not baseline).run()
         seconds = time.perf_counter() - started
         store.close()
         return seconds

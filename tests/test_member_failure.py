@@ -5,7 +5,7 @@ import pytest
 
 from ensemble_instruct.backends import Completion
 from ensemble_instruct.backends.scripted import ScriptedBackend
-from ensemble_instruct.pipeline import MemberDown
+from ensemble_instruct.replay import MemberDown
 from ensemble_instruct.run import run_generation
 from ensemble_instruct.stats import summarize
 from ensemble_instruct.store import read_jsonl

@@ -8,7 +8,8 @@ import psutil
 
 from ensemble_instruct.backends.scripted import ScriptedBackend
 from ensemble_instruct.config import build_config
-from ensemble_instruct.pipeline import Pipeline
+from ensemble_instruct.context import RunContext
+from ensemble_instruct.pipeline import EnsembleInstruct
 from ensemble_instruct.prompts import INSTRUCTION_HEADER
 from ensemble_instruct.seeds import load_demos, load_seeds
 from ensemble_instruct.store import RunStore
@@ -49,7 +50,7 @@ def test_memory_stays_flat_over_1000_examples(tmp_path):
                 on_disk = sum(1 for _ in open(tmp_path / "data.jsonl", encoding="utf-8"))
                 samples.append((kept[0], process.memory_info().rss / 2**20, on_disk))
 
-    Pipeline(cfg, store, crew, load_seeds("default"), load_demos(), on_event=on_event).run()
+    EnsembleInstruct(RunContext(cfg, store, crew, load_seeds("default"), load_demos(), on_event=on_event)).run()
     store.close()
     print("\n".join(f"{n} kept: RSS {rss:.1f} MiB" for n, rss, _ in samples))
     assert [n for n, _, _ in samples] == list(range(100, 1001, 100))

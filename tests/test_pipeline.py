@@ -14,9 +14,8 @@ from rich.console import Console
 from ensemble_instruct.backends import Completion, cancel_event
 from ensemble_instruct.backends.scripted import ScriptedBackend
 from ensemble_instruct.config import build_config
-from ensemble_instruct.pipeline import Pipeline, Progress
+from ensemble_instruct.pipeline import Progress
 from ensemble_instruct.prompts import INSTRUCTION_HEADER
-from ensemble_instruct import run as run_module
 from ensemble_instruct.run import run_generation
 from ensemble_instruct.store import RunStore, read_jsonl
 
@@ -76,10 +75,6 @@ def backends(odd=disagreeing, fail_after=None):
             "odd": ScriptedBackend([counted(odd)], "odd", instruction_tuned=False)}
 
 
-class Sequential(Pipeline):
-    """The generator drafts a round only once the previous one is decided; extras answer in turn."""
-
-    parallel_extras = False
 
 
 def kept(run_dir):
@@ -170,9 +165,7 @@ def test_a_crashed_run_resumes_to_the_same_data(tmp_path, monkeypatch, share):
     crew = backends(odd=agreeing)
     # the reference run is sequential, so its prompt count (where the crash lands) does not depend on
     # how far the generator drafted ahead; the crashed and resumed runs draft ahead as usual
-    with monkeypatch.context() as patch:
-        patch.setattr(run_module, "Pipeline", Sequential)
-        run_generation(config(), whole, backends=crew)
+    run_generation(config(), whole, backends=crew, parallel=False)
     fail_after = int(share * sum(len(b.prompts) for b in crew.values()))
     broken = tmp_path / "broken"
     with pytest.raises(KeyboardInterrupt):
@@ -363,11 +356,11 @@ def test_drafting_ahead_leaves_no_trace_of_unused_rounds(tmp_path, monkeypatch):
         return reply
 
     runs = {}
-    for name, recipe in (("ahead", Pipeline), ("sequential", Sequential)):
+    for name, parallel in (("ahead", True), ("sequential", False)):
         crew = backends(odd=agreeing)
         crew["ok"] = ScriptedBackend([slow(agreeing)], "ok")
-        monkeypatch.setattr(run_module, "Pipeline", recipe)
-        run_generation(config(type_a={"target": 2}, type_b={"target": 2}), tmp_path / name, backends=crew)
+        run_generation(config(type_a={"target": 2}, type_b={"target": 2}), tmp_path / name, backends=crew,
+                       parallel=parallel)
         runs[name] = crew
     for name in ("data.jsonl", "rejected.jsonl", "stages/instructions.jsonl", "stages/instances.jsonl"):
         ahead, sequential = (list(read_jsonl(tmp_path / run / name)) for run in ("ahead", "sequential"))

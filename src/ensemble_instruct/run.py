@@ -15,8 +15,8 @@ from .backends import Backend, make_backend
 from .config import RunConfig
 from .export import export
 from .paths import RunPaths
-from .pipeline import Pipeline
-from .self_instruct import SelfInstructPipeline
+from .context import RunContext
+from .recipes import start
 from .seeds import load_demos, load_seeds
 from .stats import summarize
 from .store import RunStore, sole_writer
@@ -76,8 +76,9 @@ class ProgressView:
 
 
 def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: Console | None = None,
-                   backends: dict[str, Backend] | None = None) -> dict[str, Any]:
-    """Run (or resume) a generation into out_dir and return its summary."""
+                   backends: dict[str, Backend] | None = None, parallel: bool = True) -> dict[str, Any]:
+    """Run (or resume) a generation into out_dir and return its summary. `parallel` off makes the stages wait
+    for each other and the extra members answer in turn (the same data, more slowly: a baseline)."""
     seeds = load_seeds(cfg.seeds)
     demos = load_demos()
     RunStore.check(out_dir, cfg, force)  # before loading models: a refused directory fails at once
@@ -85,7 +86,7 @@ def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: 
         own = backends is None
         backends = backends if backends is not None else open_members(cfg)
         try:
-            _run_pipeline(cfg, out_dir, force, console, backends, seeds, demos)
+            _run_recipe(cfg, out_dir, force, console, backends, seeds, demos, parallel)
         finally:
             if own:
                 close_all(backends)
@@ -95,20 +96,20 @@ def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: 
     return summary
 
 
-def _run_pipeline(cfg: RunConfig, out_dir: Path, force: bool, console: Console | None,
-                  backends: dict[str, Backend], seeds, demos) -> None:
-    """The chosen recipe over the run directory's store, which is closed however the run ends."""
+def _run_recipe(cfg: RunConfig, out_dir: Path, force: bool, console: Console | None,
+                backends: dict[str, Backend], seeds, demos, parallel: bool) -> None:
+    """The configured recipe over the run directory's store, which is closed however the run ends."""
     store = RunStore(out_dir, cfg, force=force)
     try:
         if console is not None and store.resumed:
             console.print(f"resuming the run in {out_dir}")
         view = ProgressView(cfg, console) if console is not None else None
-        recipe = SelfInstructPipeline if cfg.method == "self-instruct" else Pipeline
-        pipeline = recipe(cfg, store, backends, seeds, demos, on_event=view or (lambda kind, data: None))
+        ctx = RunContext(cfg, store, backends, seeds, demos, on_event=view or (lambda kind, data: None))
+        recipe = start(ctx, parallel)
         if view:
             with view.progress:
-                pipeline.run()
+                recipe.run()
         else:
-            pipeline.run()
+            recipe.run()
     finally:
         store.close()

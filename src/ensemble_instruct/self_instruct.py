@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends import Backend, Completion, GenParams
-from .config import RunConfig
+from .backends import Completion, GenParams
+from .context import Draft, RunContext, Unsaved
 from .ensemble import Decision
 from .errors import UserError
 from .instructions import InstructionPool, Round, judge_pieces, sample_demos, sample_round
-from .pipeline import MemberDown, Pipeline, unfinished_groups
-from .records import Candidate, Demo, Instance, Rejection, SeedTask, Task, derive_seed, to_json, usage_of
+from .records import Candidate, Demo, Instance, Rejection, Task, derive_seed, to_json, usage_of
+from .replay import MemberDown, write_instances
 from .seeds import load_seeds
 from .self_instruct_prompts import (
     CLASSIFY_STOPS,
@@ -73,47 +73,48 @@ class Written:
     completions: list[Completion] = field(default_factory=list)
 
 
-class SelfInstructPipeline(Pipeline):
+class SelfInstruct:
     """One pool of instructions with no type split; up to five instances per instruction, all kept;
     no extra outputs and no ensembling."""
 
-    def __init__(self, cfg: RunConfig, store: Any, backends: dict[str, Backend], seeds: Sequence[SeedTask],
-                 demos: dict[str, list[Demo]], **kwargs: Any) -> None:
-        self.all_seeds = list(seeds)
-        self.instance_demos = InstanceDemos.shipped(demos)
-        super().__init__(cfg, store, backends, seeds, demos, **kwargs)
-
-    def _check_counts(self) -> None:
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx, self.cfg = ctx, ctx.cfg
+        self.instance_demos = InstanceDemos.shipped(ctx.demos)
         need = self.cfg.self_instruct.seed_demos + self.cfg.self_instruct.synthetic_demos
-        if len(self.all_seeds) < need:
-            raise UserError(f"seeds: {len(self.all_seeds)} tasks, the self-instruct prompt needs {need} demos")
+        if len(ctx.seeds) < need:
+            raise UserError(f"seeds: {len(ctx.seeds)} tasks, the self-instruct prompt needs {need} demos")
 
     def run(self) -> None:
         pool = InstructionPool(self.cfg.instructions.novelty_threshold)
-        for seed in self.all_seeds:
+        for seed in self.ctx.seeds:
             pool.add(seed.instruction)
         synthetic: list[Task] = []
         kept, round_no, target = 0, 0, self.cfg.target()
         cap = self.cfg.instructions.max_attempts or 20 * target
         while kept < target and round_no * self.cfg.instructions.batch_size < cap:
-            tasks = self._instruction_round(ALL, round_no, pool, synthetic)
+            unsaved: Unsaved = []
+            record, tasks = self.ctx.draft_round(ALL, round_no, pool, self._maker(round_no, pool, synthetic),
+                                                 unsaved)
+            self.ctx.publish(Draft(ALL, round_no, 0, record, tasks, unsaved=unsaved), with_instances=False)
             synthetic.extend(tasks)
             kept += self._finish_tasks(tasks, target - kept)
-            self._forget(ALL, round_no, tasks)
+            self.ctx.forget(ALL, round_no, tasks)
             round_no += 1
-        self.on_event("type_done", {"type": ALL, "kept": kept, "target": target, "stalled": kept < target})
+        self.ctx.on_event("type_done", {"type": ALL, "kept": kept, "target": target, "stalled": kept < target})
 
-    def _new_round(self, task_type: str, round_no: int, pool: InstructionPool, synthetic: list[Task],
-                   writer: str) -> Round:
+    def _maker(self, round_no: int, pool: InstructionPool, synthetic: list[Task]):
+        return lambda writer: self._new_round(round_no, pool, synthetic, writer)
+
+    def _new_round(self, round_no: int, pool: InstructionPool, synthetic: list[Task], writer: str) -> Round:
         si = self.cfg.self_instruct
-        demos = sample_demos(self.all_seeds, synthetic, si.seed_demos, si.synthetic_demos,
-                             derive_seed(self.cfg.seed, "instructions", task_type, round_no))
+        demos = sample_demos(self.ctx.seeds, synthetic, si.seed_demos, si.synthetic_demos,
+                             derive_seed(self.cfg.seed, "instructions", ALL, round_no))
         prompt = build_instruction_prompt([d.instruction for d in demos])
-        result = Round(task_type, round_no, writer, [d.id for d in demos])
+        result = Round(ALL, round_no, writer, [d.id for d in demos])
         params = si.instructions.params(INSTRUCTION_STOPS)
-        for item, done in sample_round(result, prompt, params, self.backends[writer], self.cfg):
+        for item, done in sample_round(result, prompt, params, self.ctx.backends[writer], self.cfg):
             if done.finish_reason == "length":  # the recipe drops a completion cut by the limit
-                result.rejections.append(Rejection("instruction_filter", item, "truncated_completion", task_type,
+                result.rejections.append(Rejection("instruction_filter", item, "truncated_completion", ALL,
                                                    done.text, writer))
                 continue
             judge_pieces(result, [(text, False) for text in parse_instructions(done.text)], pool, demos,
@@ -121,31 +122,29 @@ class SelfInstructPipeline(Pipeline):
         return result
 
     def _finish_tasks(self, tasks: list[Task], room: int) -> int:
-        for writer, group in unfinished_groups(tasks, self.instance_writer, self._instances).items():
+        def write_group(group: list[Task], writer: str):
             for task, written in zip(group, self._write(group, writer)):
-                if task.id in self._instances:
-                    continue
-                record = {"task_id": task.id, "member": writer, "classification": written.classification,
-                          "instances": [to_json(i) for i in written.instances],
-                          "rejections": [to_json(r) for r in written.rejections],
-                          "usage": usage_of(written.completions)}
-                self.store.append("instances", record)
-                self._instances[task.id] = record
+                yield task, {"task_id": task.id, "member": writer, "classification": written.classification,
+                             "instances": [to_json(i) for i in written.instances],
+                             "rejections": [to_json(r) for r in written.rejections],
+                             "usage": usage_of(written.completions)}
+
+        records = write_instances(tasks, self.ctx.instance_writer, self.ctx.finished.instances, write_group,
+                                  lambda record: self.ctx.store.append("instances", record))
         kept = valid = 0
-        for task in tasks:
-            record = self._instances[task.id]
+        for record in records:
             for r in record["rejections"]:
-                self.store.add_rejection(r)
+                self.ctx.store.add_rejection(r)
             valid += len(record["instances"])
             for inst in (Instance(**x) for x in record["instances"]):
                 if kept < room:
                     kept += self._keep(inst, record["classification"])
-        self.on_event("instances", {"done": len(tasks), "valid": valid})
+        self.ctx.on_event("instances", {"done": len(tasks), "valid": valid})
         return kept
 
     def _write(self, tasks: list[Task], writer: str) -> list[Written]:
         """The classification check for every task, then each task's instances in the order it asks for."""
-        backend, si, demos = self.backends[writer], self.cfg.self_instruct, self.instance_demos
+        backend, si, demos = self.ctx.backends[writer], self.cfg.self_instruct, self.instance_demos
         checks = backend.generate([build_classify_prompt(demos.classify, t.instruction) for t in tasks],
                                   GenParams(max_new_tokens=3, stop=CLASSIFY_STOPS))
         if failed := next((c for c in checks if not c.ok), None):
@@ -183,13 +182,9 @@ class SelfInstructPipeline(Pipeline):
         written.instances = [_instance(task, ex, model, done.text) for ex in kept]
 
     def _keep(self, inst: Instance, classification: bool) -> int:
-        row = self._example(inst, [Candidate(0, inst.model, "generator", "few_shot", inst.output)],
-                            Decision(True, "single", 0, [], {}))
-        row["provenance"]["instance"].update(classification=classification,
-                                             order="output_first" if classification else "input_first")
-        self.store.add_kept(row)
-        self.on_event("decided", {"type": ALL, "kept": True})
-        return 1
+        cands = [Candidate(0, inst.model, "generator", "few_shot", inst.output)]
+        facts = {"classification": classification, "order": "output_first" if classification else "input_first"}
+        return self.ctx.keep(inst, cands, Decision(True, "single", 0, [], {}), facts)
 
 
 def _instance(task: Task, ex: Example, model: str, raw: str) -> Instance:
