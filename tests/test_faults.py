@@ -174,7 +174,9 @@ def generate(out_dir, base_url: str) -> dict:
              "roles": ["outputs"], "timeout_s": TIMEOUT_S, "max_retries": 3, "max_concurrency": 4},
         ],
         "type_a": {"target": 2}, "type_b": {"target": 2}, "instructions": {"batch_size": 2},
-        "outputs": {"sampling": {"max_new_tokens": 16}}, "consensus": {"threshold": 0.0}, "exports": ["jsonl"],
+        "outputs": {"sampling": {"max_new_tokens": 16}}, "exports": ["jsonl"],
+        # answer hygiene off: the scripted instructions are restated by their instances
+        "consensus": {"threshold": 0.0, "hygiene": False},
     })  # fmt: skip
     remote = make_backend(cfg.members[1])
     try:
