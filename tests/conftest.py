@@ -52,6 +52,8 @@ def held_by_another_process():
     def kill(proc):
         proc.kill()
         proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
 
     yield hold
     for proc in procs:

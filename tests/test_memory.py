@@ -47,7 +47,7 @@ def test_memory_stays_flat_over_1000_examples(tmp_path):
         if kind == "decided" and data["kept"]:
             kept[0] += 1
             if kept[0] % 100 == 0:
-                on_disk = sum(1 for _ in open(tmp_path / "data.jsonl", encoding="utf-8"))
+                on_disk = (tmp_path / "data.jsonl").read_bytes().count(b"\n")
                 samples.append((kept[0], process.memory_info().rss / 2**20, on_disk))
 
     EnsembleInstruct(RunContext(cfg, store, crew, load_seeds("default"), load_demos(), on_event=on_event)).run()

@@ -1,10 +1,10 @@
 """Instruction-tuning data from an ensemble of small open models (Ensemble-Instruct).
 
-    import ensemble_instruct as ei
+import ensemble_instruct as ei
 
-    run = ei.generate({"type_a": {"target": 5}, "type_b": {"target": 5}}, out="out/quickstart")
-    for example in run.examples:
-        print(example["instruction"], "->", example["output"])
+run = ei.generate({"type_a": {"target": 5}, "type_b": {"target": 5}}, out="out/quickstart")
+for example in run.examples:
+    print(example["instruction"], "->", example["output"])
 """
 
 __version__ = "0.1.0"  # first: the modules below read it

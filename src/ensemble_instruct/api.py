@@ -60,8 +60,13 @@ class Run:
         return to_dataset(self.examples, "Run.to_datasets")
 
 
-def generate(config: RunConfig | dict[str, Any] | str | Path | None = None, out: str | Path = "out", *,
-             force: bool = False, progress: bool = False) -> Run:
+def generate(
+    config: RunConfig | dict[str, Any] | str | Path | None = None,
+    out: str | Path = "out",
+    *,
+    force: bool = False,
+    progress: bool = False,
+) -> Run:
     """Make (or resume) a data set into `out` and return it. `config` is a RunConfig, a mapping of fields laid
     over the defaults, or the path of a YAML file; None is the embedded default ensemble."""
     from rich.console import Console

@@ -42,8 +42,14 @@ def models() -> None:
     table = Table("name", "kind", "size", "licence", "installed", "path")
     for info in REGISTRY.values():
         have = installed(info)
-        table.add_row(info.name, info.kind, f"{info.params}, {info.size_mb} MB", info.licence,
-                      "yes" if have else "no", str(info.cached_path) if have else "-")
+        table.add_row(
+            info.name,
+            info.kind,
+            f"{info.params}, {info.size_mb} MB",
+            info.licence,
+            "yes" if have else "no",
+            str(info.cached_path) if have else "-",
+        )
     out.print(table)
     for info in REGISTRY.values():
         if not installed(info):
@@ -79,29 +85,56 @@ def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Run configuration (YAML).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
-              help="Output directory; running again with the same configuration resumes it.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Output directory; running again with the same configuration resumes it.",
+)
 @click.option("--seeds", "seeds_path", help="Seed task file (JSONL), or 'default'.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("-n", "--num", type=int, help="Kept examples to make per task type.")
 @click.option("--types", type=click.Choice(["A", "B", "AB"]), help="Task types to make.")
 @click.option("--method", type=click.Choice(["ensemble-instruct", "self-instruct"]))
 @click.option("--no-ensemble", is_flag=True, help="Single output per example (the SO ablation).")
-@click.option("--rule", type=click.Choice(["medoid", "first_of_best_pair", "preferred"]),
-              help="How the kept answer is chosen: by agreement, or the strongest member's (consensus.prefer).")
+@click.option(
+    "--rule",
+    type=click.Choice(["medoid", "first_of_best_pair", "preferred"]),
+    help="How the kept answer is chosen: by agreement, or the strongest member's (consensus.prefer).",
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any configuration field.")
 @click.option("--force", is_flag=True, help="Start over in an output directory from another configuration.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def generate(config_path: Path | None, out_dir: Path, seeds_path: str | None, seed: int | None, num: int | None,
-             types: str | None, method: str | None, no_ensemble: bool, rule: str | None, sets: tuple[str, ...],
-             force: bool, quiet: bool) -> None:
+def generate(
+    config_path: Path | None,
+    out_dir: Path,
+    seeds_path: str | None,
+    seed: int | None,
+    num: int | None,
+    types: str | None,
+    method: str | None,
+    no_ensemble: bool,
+    rule: str | None,
+    sets: tuple[str, ...],
+    force: bool,
+    quiet: bool,
+) -> None:
     """Generate a data set; kept examples go to OUT/data.jsonl."""
     from .config import load_config
     from .run import run_generation
 
-    flags: dict[str, Any] = {"seeds": seeds_path, "seed": seed, "method": method, "consensus.rule": rule,
-                             "type_a.target": num, "type_b.target": num,
-                             "types": list(types) if types else None, "ensemble": False if no_ensemble else None}
+    flags: dict[str, Any] = {
+        "seeds": seeds_path,
+        "seed": seed,
+        "method": method,
+        "consensus.rule": rule,
+        "type_a.target": num,
+        "type_b.target": num,
+        "types": list(types) if types else None,
+        "ensemble": False if no_ensemble else None,
+    }
     overrides = {k: v for k, v in flags.items() if v is not None} | _overrides(sets)
     cfg = load_config(config_path, overrides)
     summary = run_generation(cfg, out_dir, force=force, console=None if quiet else console)
@@ -127,8 +160,14 @@ def stats(run_dir: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--format", "formats", multiple=True, default=("alpaca", "messages"), show_default=True,
-              type=click.Choice(["jsonl", "alpaca", "messages", "parquet", "hf"]))
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    default=("alpaca", "messages"),
+    show_default=True,
+    type=click.Choice(["jsonl", "alpaca", "messages", "parquet", "hf"]),
+)
 def export(run_dir: Path, formats: tuple[str, ...]) -> None:
     """Write the kept data set in the shapes training frameworks read."""
     from .export import export as write
@@ -139,10 +178,19 @@ def export(run_dir: Path, formats: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="HTML file to write [default: RUN_DIR/report.html, or RUN_DIR/compare-NAME.html with --compare].")
-@click.option("--compare", "compare_dir", type=click.Path(path_type=Path), metavar="RUN_DIR2",
-              help="A second run to show beside the first, in the same figures.")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="HTML file to write [default: RUN_DIR/report.html, or RUN_DIR/compare-NAME.html with --compare].",
+)
+@click.option(
+    "--compare",
+    "compare_dir",
+    type=click.Path(path_type=Path),
+    metavar="RUN_DIR2",
+    help="A second run to show beside the first, in the same figures.",
+)
 def report(run_dir: Path, out_path: Path | None, compare_dir: Path | None) -> None:
     """Write a self-contained HTML report of a run: funnel, diversity, agreement, cost and every example."""
     from .report import write_report
@@ -156,14 +204,21 @@ def _training_options(command):
     from .measure.train import DEFAULT_BASE
 
     options = [
-        click.option("--base", default=DEFAULT_BASE, show_default=True,
-                     help="Base model: a registry name, a GGUF file or an HF model folder."),
+        click.option(
+            "--base",
+            default=DEFAULT_BASE,
+            show_default=True,
+            help="Base model: a registry name, a GGUF file or an HF model folder.",
+        ),
         click.option("--epochs", type=float, help="Passes over the data [default: 3]."),
         click.option("--max-steps", type=int, help="Optimizer steps (overrides --epochs)."),
         click.option("--lr", "learning_rate", type=float, help="Peak learning rate [default: 2e-4]."),
         click.option("--batch-size", type=int, help="Examples per optimizer step [default: 8]."),
-        click.option("--micro-batch-tokens", type=int,
-                     help="Padded tokens per forward pass; a step's examples go together by length [default: 1024]."),
+        click.option(
+            "--micro-batch-tokens",
+            type=int,
+            help="Padded tokens per forward pass; a step's examples go together by length [default: 1024].",
+        ),
         click.option("--max-length", type=int, help="Tokens per example, prompt and response [default: 512]."),
         click.option("--lora-r", type=int, help="LoRA rank [default: 16]."),
         click.option("--lora-alpha", type=int, help="LoRA alpha [default: 32]."),
@@ -183,15 +238,29 @@ def _train_config(base: str, values: dict[str, Any]):
     return TrainConfig(base=base, **given)
 
 
-_TRAIN_FLAGS = ("epochs", "max_steps", "learning_rate", "batch_size", "micro_batch_tokens", "max_length", "lora_r",
-                "lora_alpha", "save_every", "train_seed")
+_TRAIN_FLAGS = (
+    "epochs",
+    "max_steps",
+    "learning_rate",
+    "batch_size",
+    "micro_batch_tokens",
+    "max_length",
+    "lora_r",
+    "lora_alpha",
+    "save_every",
+    "train_seed",
+)
 
 
 @cli.command("train")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @_training_options
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Adapter folder [default: RUN_DIR/adapter-BASE]; running again resumes it.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Adapter folder [default: RUN_DIR/adapter-BASE]; running again resumes it.",
+)
 @click.option("--force", is_flag=True, help="Start over in an --out folder that holds another training.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_command(run_dir: Path, base: str, out_dir: Path | None, force: bool, quiet: bool, **flags: Any) -> None:
@@ -201,8 +270,11 @@ def train_command(run_dir: Path, base: str, out_dir: Path | None, force: bool, q
     cfg = _train_config(base, {k: flags[k] for k in _TRAIN_FLAGS})
     record = train(run_dir, cfg, out_dir, console=None if quiet else console, force=force)
     where = out_dir or default_out(run_dir, base)
-    out.print(f"adapter: {where} ({record['steps']} steps, final loss {record['final_loss']:.3f}, "
-              f"{record['seconds']:.0f} s on {record['device']})", soft_wrap=True)
+    out.print(
+        f"adapter: {where} ({record['steps']} steps, final loss {record['final_loss']:.3f}, "
+        f"{record['seconds']:.0f} s on {record['device']})",
+        soft_wrap=True,
+    )
 
 
 def print_scores(result: dict[str, Any]) -> None:
@@ -211,37 +283,63 @@ def print_scores(result: dict[str, Any]) -> None:
         first = by_subject[result["subjects"][0]]
         if len(first["tasks"]) <= 40:  # the user-oriented file has one task per item: the overall only
             for task, cell in first["tasks"].items():
-                table.add_row(f"{task} ({cell['n']})",
-                              *(f"{by_subject[s]['tasks'][task]['rougeL']:.1f}" for s in result["subjects"]))
-        table.add_row(f"[bold]overall ({first['n']})", *(f"[bold]{by_subject[s]['overall']:.1f}"
-                                                          for s in result["subjects"]))
+                table.add_row(
+                    f"{task} ({cell['n']})",
+                    *(f"{by_subject[s]['tasks'][task]['rougeL']:.1f}" for s in result["subjects"]),
+                )
+        table.add_row(
+            f"[bold]overall ({first['n']})", *(f"[bold]{by_subject[s]['overall']:.1f}" for s in result["subjects"])
+        )
         out.print(table)
 
 
 _engine_option = click.option(
-    "--engine", type=click.Choice(["auto", "llamacpp", "transformers"]), default="auto", show_default=True,
+    "--engine",
+    type=click.Choice(["auto", "llamacpp", "transformers"]),
+    default="auto",
+    show_default=True,
     help="What answers: llama.cpp from the base's GGUF (an adapter as a GGUF LoRA), or transformers; auto "
-         "takes llama.cpp on a CPU and transformers on a GPU or for an HF folder.")
+    "takes llama.cpp on a CPU and transformers on a GPU or for an HF folder.",
+)
 
 
 @cli.command("evaluate")
 @click.argument("model")
-@click.option("--tasks", "task_files", multiple=True, required=True, type=click.Path(path_type=Path),
-              help="Task file (JSONL: definition/input/references, or instruction/instances); repeatable.")
+@click.option(
+    "--tasks",
+    "task_files",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Task file (JSONL: definition/input/references, or instruction/instances); repeatable.",
+)
 @click.option("--limit", type=int, help="Score the first N items of each file, taken in turn from each task.")
 @click.option("--max-new-tokens", type=int, default=None, help="Answer length limit [default: 128].")
 @click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), help="Write the result as JSON.")
 @_engine_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def evaluate_command(model: str, task_files: tuple[Path, ...], limit: int | None, max_new_tokens: int | None,
-                     out_path: Path | None, engine: str, quiet: bool) -> None:
+def evaluate_command(
+    model: str,
+    task_files: tuple[Path, ...],
+    limit: int | None,
+    max_new_tokens: int | None,
+    out_path: Path | None,
+    engine: str,
+    quiet: bool,
+) -> None:
     """Rouge-L of MODEL's greedy answers (a base, or an adapter from train beside its zero-shot base)."""
     from .measure.evaluation import MAX_NEW_TOKENS, evaluate
 
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
-    result = evaluate(model, list(task_files), limit, max_new_tokens or MAX_NEW_TOKENS,
-                      console=None if quiet else console, engine=engine)
+    result = evaluate(
+        model,
+        list(task_files),
+        limit,
+        max_new_tokens or MAX_NEW_TOKENS,
+        console=None if quiet else console,
+        engine=engine,
+    )
     print_scores(result)
     if out_path:
         out_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -252,19 +350,41 @@ def evaluate_command(model: str, task_files: tuple[Path, ...], limit: int | None
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Run configuration (YAML).")
 @click.option("--seeds", "seeds_path", help="Seed task file (JSONL), or 'default'.")
 @click.option("-n", "--num", type=int, default=100, show_default=True, help="Kept examples per task type.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("out/compare"),
-              show_default=True, help="Folder for the data sets, adapters and the table; running again resumes.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("out/compare"),
+    show_default=True,
+    help="Folder for the data sets, adapters and the table; running again resumes.",
+)
 @_training_options
-@click.option("--tasks", "task_files", multiple=True, type=click.Path(path_type=Path),
-              help="Task files to score on [default: the shipped project tasks]; repeatable.")
+@click.option(
+    "--tasks",
+    "task_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Task files to score on [default: the shipped project tasks]; repeatable.",
+)
 @click.option("--limit", type=int, help="Score the first N items of each task file.")
 @click.option("--max-new-tokens", type=int, default=None, help="Answer length limit [default: 128].")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a generation field.")
 @_engine_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def compare_command(config_path: Path | None, seeds_path: str | None, num: int, out_dir: Path, base: str,
-                    task_files: tuple[Path, ...], limit: int | None, max_new_tokens: int | None,
-                    sets: tuple[str, ...], engine: str, quiet: bool, **flags: Any) -> None:
+def compare_command(
+    config_path: Path | None,
+    seeds_path: str | None,
+    num: int,
+    out_dir: Path,
+    base: str,
+    task_files: tuple[Path, ...],
+    limit: int | None,
+    max_new_tokens: int | None,
+    sets: tuple[str, ...],
+    engine: str,
+    quiet: bool,
+    **flags: Any,
+) -> None:
     """Ensemble-Instruct vs its single-output ablation vs the Self-Instruct recipe, fine-tuned and scored."""
     from importlib.resources import files
 
@@ -274,8 +394,17 @@ def compare_command(config_path: Path | None, seeds_path: str | None, num: int, 
     overrides = ({"seeds": seeds_path} if seeds_path else {}) | {"type_a.target": num, "type_b.target": num}
     cfg = _train_config(base, {k: flags[k] for k in _TRAIN_FLAGS})
     tasks = list(task_files) or [Path(str(files("ensemble_instruct") / "data" / "eval_tasks.jsonl"))]
-    table = compare(out_dir, cfg, tasks, config_path, overrides | _overrides(sets), limit,
-                    max_new_tokens or MAX_NEW_TOKENS, console=None if quiet else console, engine=engine)
+    table = compare(
+        out_dir,
+        cfg,
+        tasks,
+        config_path,
+        overrides | _overrides(sets),
+        limit,
+        max_new_tokens or MAX_NEW_TOKENS,
+        console=None if quiet else console,
+        engine=engine,
+    )
     out.print((out_dir / "compare.md").read_text(), soft_wrap=True, highlight=False)
     out.print(f"wrote {out_dir / 'compare.json'} and {out_dir / 'compare.md'} ({len(table['rows'])} rows)")
 
@@ -283,8 +412,10 @@ def compare_command(config_path: Path | None, seeds_path: str | None, num: int, 
 def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     funnel = Table("type", "instruction candidates", "accepted", "valid instances", "kept", title="Funnel")
     for t, c in summary["funnel"].items():
-        funnel.add_row(t, *(str(c.get(k, 0)) for k in
-                            ("instruction_candidates", "instructions_accepted", "instances_valid", "kept")))
+        funnel.add_row(
+            t,
+            *(str(c.get(k, 0)) for k in ("instruction_candidates", "instructions_accepted", "instances_valid", "kept")),
+        )
     out.print(funnel)
     reasons = Table("stage", "reason", "count", title="Dropped, and why")
     for stage, counts in summary["rejections"].items():
@@ -295,13 +426,23 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     for stage, members in summary["usage"].items():
         for member, u in members.items():
             rate = u["completion_tokens"] / u["seconds"] if u["seconds"] else 0
-            usage.add_row(stage, member, str(u["calls"]), str(u["prompt_tokens"]), str(u["cached_tokens"]),
-                          str(u["completion_tokens"]), f"{u['seconds']:.1f}", f"{rate:.0f}")
+            usage.add_row(
+                stage,
+                member,
+                str(u["calls"]),
+                str(u["prompt_tokens"]),
+                str(u["cached_tokens"]),
+                str(u["completion_tokens"]),
+                f"{u['seconds']:.1f}",
+                f"{rate:.0f}",
+            )
     out.print(usage)
     agree = summary["agreement_rate"]
     wins = ", ".join(f"{m} {r:.0%}" for m, r in summary["win_rate"].items()) or "-"
-    out.print(f"kept {summary['kept']} examples; agreement {'-' if agree is None else f'{agree:.0%}'}; "
-              f"wins: {wins}; prompt tokens from cache {summary['cached_share']:.0%}; faults {summary['faults']}")
+    out.print(
+        f"kept {summary['kept']} examples; agreement {'-' if agree is None else f'{agree:.0%}'}; "
+        f"wins: {wins}; prompt tokens from cache {summary['cached_share']:.0%}; faults {summary['faults']}"
+    )
     out.print(f"data: {Path(run_dir) / 'data.jsonl'}; dropped: {Path(run_dir) / 'rejected.jsonl'}")
 
 

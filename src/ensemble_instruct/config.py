@@ -15,6 +15,20 @@ from .backends import GenParams
 from .errors import UserError
 
 Role = Literal["instructions", "instances", "outputs"]
+TaskType = Literal["A", "B"]
+ExportFormat = Literal["jsonl", "parquet", "hf", "alpaca", "messages"]
+
+
+def _roles(*names: Role) -> list[Role]:
+    return list(names)
+
+
+def _types(*names: TaskType) -> list[TaskType]:
+    return list(names)
+
+
+def _exports(*names: ExportFormat) -> list[ExportFormat]:
+    return list(names)
 
 
 class _Closed(BaseModel):
@@ -30,7 +44,7 @@ class MemberConfig(_Closed):
     # http: the model id the server knows.
     model: str = Field(min_length=1)
     kind: Literal["instruct", "base"] | None = None  # None: from the registry, else "instruct"
-    roles: list[Role] = Field(default_factory=lambda: ["outputs"])
+    roles: list[Role] = Field(default_factory=lambda: _roles("outputs"))
     # True when the model's terms reach models trained on its outputs (as Gemma's do); None: from the registry
     restricted_terms: bool | None = None
     # llamacpp settings
@@ -70,8 +84,14 @@ class SamplingConfig(_Closed):
 
     def params(self, stop: tuple[str, ...] = (), max_new_tokens: int | None = None) -> GenParams:
         """The decoding of one request with these settings."""
-        return GenParams(self.temperature, self.top_k, self.top_p, max_new_tokens or self.max_new_tokens,
-                         self.min_new_tokens, stop=stop)
+        return GenParams(
+            self.temperature,
+            self.top_k,
+            self.top_p,
+            max_new_tokens or self.max_new_tokens,
+            self.min_new_tokens,
+            stop=stop,
+        )
 
 
 class TypeConfig(_Closed):
@@ -140,10 +160,10 @@ class SelfInstructConfig(_Closed):
 
     seed_demos: int = Field(default=6, ge=1)
     synthetic_demos: int = Field(default=2, ge=0)
-    instructions: PenalizedSampling = PenalizedSampling(temperature=0.7, top_k=0, top_p=0.5, max_new_tokens=1024,
-                                                        presence_penalty=2.0)
-    instances: PenalizedSampling = PenalizedSampling(temperature=0, top_k=0, max_new_tokens=350,
-                                                     presence_penalty=1.5)
+    instructions: PenalizedSampling = PenalizedSampling(
+        temperature=0.7, top_k=0, top_p=0.5, max_new_tokens=1024, presence_penalty=2.0
+    )
+    instances: PenalizedSampling = PenalizedSampling(temperature=0, top_k=0, max_new_tokens=350, presence_penalty=1.5)
     classification_max_new_tokens: int = Field(default=300, ge=1)
     max_instances: int = Field(default=5, ge=1)  # per instruction
 
@@ -155,7 +175,7 @@ class RunConfig(_Closed):
     ensemble: bool = True  # False: the single-output ablation (SO)
     seeds: str = "default"  # "default" or a path to a seed JSONL file
     seed: int = 42
-    types: list[Literal["A", "B"]] = Field(default_factory=lambda: ["A", "B"])
+    types: list[TaskType] = Field(default_factory=lambda: _types("A", "B"))
     type_a: TypeConfig = TypeConfig()
     type_b: TypeBConfig = TypeBConfig()
     instructions: InstructionConfig = InstructionConfig()
@@ -170,9 +190,7 @@ class RunConfig(_Closed):
     # without it while at least one other extra member answers. A failing generator always stops it.
     on_member_failure: Literal["stop", "continue"] = "stop"
     members: list[MemberConfig] = Field(min_length=1)
-    exports: list[Literal["jsonl", "parquet", "hf", "alpaca", "messages"]] = Field(
-        default_factory=lambda: ["jsonl", "alpaca", "messages"]
-    )
+    exports: list[ExportFormat] = Field(default_factory=lambda: _exports("jsonl", "alpaca", "messages"))
 
     @field_validator("members")
     @classmethod
@@ -222,8 +240,11 @@ def default_members() -> list[MemberConfig]:
     the instructions, with more valid instances, and leaves Gemma-written parts out of most rows
     (benchmarks/roles.py)."""
     return [
-        MemberConfig(name="qwen2.5-coder-0.5b", model="qwen2.5-coder-0.5b-instruct",
-                     roles=["instructions", "instances", "outputs"]),
+        MemberConfig(
+            name="qwen2.5-coder-0.5b",
+            model="qwen2.5-coder-0.5b-instruct",
+            roles=["instructions", "instances", "outputs"],
+        ),
         MemberConfig(name="smollm2-135m", model="smollm2-135m-instruct", roles=["outputs"]),
         MemberConfig(name="gemma-3-270m", model="gemma-3-270m", roles=["outputs"]),
     ]

@@ -47,8 +47,15 @@ class RunContext:
     """One run's shared state. Every stage result is looked up in `finished` before it is made, so a rerun
     replays finished work from disk and continues where the last run stopped."""
 
-    def __init__(self, cfg: RunConfig, store: RunStore, backends: dict[str, Backend], seeds: Sequence[SeedTask],
-                 demos: dict[str, list[Demo]], on_event: Event = no_event) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        store: RunStore,
+        backends: dict[str, Backend],
+        seeds: Sequence[SeedTask],
+        demos: dict[str, list[Demo]],
+        on_event: Event = no_event,
+    ) -> None:
         self.cfg, self.store, self.backends, self.demos, self.on_event = cfg, store, backends, demos, on_event
         self.seeds = list(seeds)
         self.seeds_by_type = split_by_type(self.seeds)
@@ -72,13 +79,17 @@ class RunContext:
 
     def extras_for(self, generator: str) -> list[str]:
         wanted = self.cfg.consensus.extras
-        return [m.name for m in self.cfg.members_with("outputs") if m.name != generator and m.name not in self.down
-                and (wanted == "all" or member_kind(m) == wanted)]
+        return [
+            m.name
+            for m in self.cfg.members_with("outputs")
+            if m.name != generator and m.name not in self.down and (wanted == "all" or member_kind(m) == wanted)
+        ]
 
     # --- instruction rounds -------------------------------------------------------------------------
 
-    def draft_round(self, task_type: str, round_no: int, pool: InstructionPool, make: Callable[[str], Round],
-                    unsaved: Unsaved) -> tuple[dict[str, Any], list[Task]]:
+    def draft_round(
+        self, task_type: str, round_no: int, pool: InstructionPool, make: Callable[[str], Round], unsaved: Unsaved
+    ) -> tuple[dict[str, Any], list[Task]]:
         """A round's record and accepted tasks, replayed from disk or made now by `make(writer)` (then added to
         unsaved). A round whose writer failed is not saved: a resume asks for it again."""
         stored = self.finished.rounds.get((task_type, round_no))
@@ -103,8 +114,9 @@ class RunContext:
             self.store.append(stage, record)
         for r in (*draft.record["rejections"], *draft.rejections):
             self.store.add_rejection(r)
-        self.on_event("instructions", {"type": draft.type, "candidates": draft.record["candidates"],
-                                       "accepted": len(draft.tasks)})
+        self.on_event(
+            "instructions", {"type": draft.type, "candidates": draft.record["candidates"], "accepted": len(draft.tasks)}
+        )
         if with_instances:
             self.on_event("instances", {"done": len(draft.tasks), "valid": len(draft.instances)})
 
@@ -116,27 +128,46 @@ class RunContext:
 
     # --- kept examples ------------------------------------------------------------------------------
 
-    def keep(self, inst: Instance, cands: list[Candidate], decision: Decision,
-             instance_facts: dict[str, Any] | None = None) -> int:
+    def keep(
+        self, inst: Instance, cands: list[Candidate], decision: Decision, instance_facts: dict[str, Any] | None = None
+    ) -> int:
         """Store a kept example with its provenance and announce the decision (the progress bars count it)."""
         task = self.tasks[inst.task_id]
-        chosen = cands[decision.chosen]
+        chosen = cands[decision.chosen or 0]  # a kept decision always names its choice
         authors = {task.model, inst.model, chosen.model}
-        self.store.add_kept({
-            "id": inst.id, "type": inst.type, "instruction": inst.instruction, "input": inst.input,
-            "output": chosen.text,
-            "provenance": {
-                "instruction": {"model": task.model, "demo_ids": task.demo_ids, "novelty_max": task.novelty_max,
-                                "nearest": task.nearest, "top_similar": task.top_similar},
-                "instance": {"model": inst.model, "raw_completion": inst.raw_completion, **(instance_facts or {})},
-                "candidates": stored_candidates(cands, decision),
-                "pairwise_rougeL": decision.pairwise,
-                "selection": {"method": decision.reason, "chosen_index": chosen.index, "chosen_model": chosen.model},
-                "restricted_terms": sorted(authors & self.restricted),
-                "run": {"method": self.cfg.method, "config_hash": self.cfg.content_hash(), "seed": self.cfg.seed,
-                        "version": __version__},
-            },
-        })
+        self.store.add_kept(
+            {
+                "id": inst.id,
+                "type": inst.type,
+                "instruction": inst.instruction,
+                "input": inst.input,
+                "output": chosen.text,
+                "provenance": {
+                    "instruction": {
+                        "model": task.model,
+                        "demo_ids": task.demo_ids,
+                        "novelty_max": task.novelty_max,
+                        "nearest": task.nearest,
+                        "top_similar": task.top_similar,
+                    },
+                    "instance": {"model": inst.model, "raw_completion": inst.raw_completion, **(instance_facts or {})},
+                    "candidates": stored_candidates(cands, decision),
+                    "pairwise_rougeL": decision.pairwise,
+                    "selection": {
+                        "method": decision.reason,
+                        "chosen_index": chosen.index,
+                        "chosen_model": chosen.model,
+                    },
+                    "restricted_terms": sorted(authors & self.restricted),
+                    "run": {
+                        "method": self.cfg.method,
+                        "config_hash": self.cfg.content_hash(),
+                        "seed": self.cfg.seed,
+                        "version": __version__,
+                    },
+                },
+            }
+        )
         self.on_event("decided", {"type": inst.type, "kept": True})
         return 1
 

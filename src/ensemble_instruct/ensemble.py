@@ -74,8 +74,9 @@ class Decision:
     min_pair: list[int] | None = None
 
 
-def screen(candidates: Sequence[Candidate], instruction: str, input_text: str, hygiene: bool,
-           drop_input_copies: bool) -> dict[int, str]:
+def screen(
+    candidates: Sequence[Candidate], instruction: str, input_text: str, hygiene: bool, drop_input_copies: bool
+) -> dict[int, str]:
     """Candidates that may not vote, with the reason: an answer that only repeats a type-A input (two small
     models that both echo it would agree), and with hygiene on, empty, cut at the token limit, restating the
     instruction, or caught in a loop."""
@@ -89,9 +90,16 @@ def screen(candidates: Sequence[Candidate], instruction: str, input_text: str, h
     return dropped
 
 
-def decide(candidates: Sequence[Candidate], instruction: str, input_text: str, threshold: float = 0.01,
-           rule: str = "medoid", hygiene: bool = True, drop_input_copies: bool = True,
-           prefer: Sequence[str] = ()) -> Decision:
+def decide(
+    candidates: Sequence[Candidate],
+    instruction: str,
+    input_text: str,
+    threshold: float = 0.01,
+    rule: str = "medoid",
+    hygiene: bool = True,
+    drop_input_copies: bool = True,
+    prefer: Sequence[str] = (),
+) -> Decision:
     """Screen the candidates, then keep the consensus of those left (at least two), or say why not.
 
     The agreement test decides whether the example is kept. The method's rules (medoid, first_of_best_pair)
@@ -110,5 +118,5 @@ def decide(candidates: Sequence[Candidate], instruction: str, input_text: str, t
         rank = {member: k for k, member in enumerate(prefer)}
         best = min(voters, key=lambda c: (rank.get(c.model, len(rank)), c.index))
         return Decision(True, "preferred", best.index, pairwise, dropped, verdict.min_score, min_pair)
-    return Decision(True, verdict.method, voters[verdict.chosen_index].index, pairwise, dropped,
-                    verdict.min_score, min_pair)
+    chosen = voters[verdict.chosen_index or 0].index  # a kept verdict always names its choice
+    return Decision(True, verdict.method, chosen, pairwise, dropped, verdict.min_score, min_pair)

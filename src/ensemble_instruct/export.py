@@ -29,9 +29,13 @@ def flat_row(example: dict[str, Any]) -> dict[str, Any]:
     """One table row: the example, the model that wrote its output, and its restricted-terms flag."""
     prov = example["provenance"]
     return {
-        "id": example["id"], "type": example["type"], "instruction": example["instruction"],
-        "input": example["input"], "output": example["output"],
-        "output_model": prov["selection"]["chosen_model"], "selection": prov["selection"]["method"],
+        "id": example["id"],
+        "type": example["type"],
+        "instruction": example["instruction"],
+        "input": example["input"],
+        "output": example["output"],
+        "output_model": prov["selection"]["chosen_model"],
+        "selection": prov["selection"]["method"],
         "restricted_terms": ",".join(prov["restricted_terms"]),
         "provenance": json.dumps(prov, ensure_ascii=False),
     }
@@ -67,8 +71,17 @@ def export(run_dir: Path, formats: Iterable[str]) -> list[Path]:
     return written
 
 
-COLUMNS = ("id", "type", "instruction", "input", "output", "output_model", "selection", "restricted_terms",
-           "provenance")
+COLUMNS = (
+    "id",
+    "type",
+    "instruction",
+    "input",
+    "output",
+    "output_model",
+    "selection",
+    "restricted_terms",
+    "provenance",
+)
 
 
 def to_dataset(examples: Iterable[dict[str, Any]], what: str = "export"):

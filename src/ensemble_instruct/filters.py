@@ -8,8 +8,21 @@ import string
 from .rouge import lcs_lengths, tokenize
 
 # Tasks a text-only model cannot do or check (the method's list).
-KEYWORDS = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files",
-            "map", "maps", "draw", "plot", "go to")
+KEYWORDS = (
+    "image",
+    "images",
+    "graph",
+    "graphs",
+    "picture",
+    "pictures",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "plot",
+    "go to",
+)
 _KEYWORD = re.compile(r"\b(" + "|".join(re.escape(k) for k in KEYWORDS) + r")\b", re.IGNORECASE)
 
 

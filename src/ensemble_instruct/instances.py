@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from .backends import Backend
+from .backends import Backend, Completion
 from .config import RunConfig
 from .ensemble import normalize
 from .prompts import END, ParsedInstance, build_instance_prompt, parse_instance
@@ -13,18 +13,24 @@ from .records import Demo, Instance, Rejection, Task, derive_seed
 STOPS = ("\n\n", END)  # a demo block ends at a blank line and the end marker
 
 
-def generate_instances(tasks: Sequence[Task], backend: Backend, demos: dict[str, list[Demo]],
-                       cfg: RunConfig) -> Iterator[tuple[Task, Instance | Rejection, object]]:
+def generate_instances(
+    tasks: Sequence[Task], backend: Backend, demos: dict[str, list[Demo]], cfg: RunConfig
+) -> Iterator[tuple[Task, Instance | Rejection, Completion]]:
     """One instance per task, with the completion that made it (for usage figures)."""
-    prompts = [build_instance_prompt(t.type, demos[t.type][: cfg.type_config(t.type).instance_demos], t.instruction)
-               for t in tasks]
-    params = [cfg.instances.sampling.params(stop=STOPS).with_seed(derive_seed(cfg.seed, "instance", t.id)) for t in tasks]
+    prompts = [
+        build_instance_prompt(t.type, demos[t.type][: cfg.type_config(t.type).instance_demos], t.instruction)
+        for t in tasks
+    ]
+    params = [
+        cfg.instances.sampling.params(stop=STOPS).with_seed(derive_seed(cfg.seed, "instance", t.id)) for t in tasks
+    ]
     for task, done in zip(tasks, backend.generate(prompts, params)):
         yield task, judge_instance(task, done.text, done.finish_reason, done.error, backend.name, cfg), done
 
 
-def judge_instance(task: Task, text: str, finish_reason: str, error: str | None, model: str,
-                   cfg: RunConfig) -> Instance | Rejection:
+def judge_instance(
+    task: Task, text: str, finish_reason: str, error: str | None, model: str, cfg: RunConfig
+) -> Instance | Rejection:
     def reject(reason: str, **detail: object) -> Rejection:
         return Rejection("instance_parse", task.id, reason, task.type, text, model, detail=dict(detail))
 

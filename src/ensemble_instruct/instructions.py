@@ -40,8 +40,9 @@ class InstructionPool:
         self.index.add(text)
 
 
-def sample_demos(seeds: Sequence[SeedTask], synthetic: Sequence[Task], n_seed: int, n_synthetic: int,
-                 rng_seed: int) -> list[SeedTask | Task]:
+def sample_demos(
+    seeds: Sequence[SeedTask], synthetic: Sequence[Task], n_seed: int, n_synthetic: int, rng_seed: int
+) -> list[SeedTask | Task]:
     """Seed demos plus accepted synthetic ones (seeds fill missing synthetic slots), shuffled, seeded."""
     rng = random.Random(rng_seed)
     took = min(n_synthetic, len(synthetic))
@@ -51,13 +52,25 @@ def sample_demos(seeds: Sequence[SeedTask], synthetic: Sequence[Task], n_seed: i
     return demos
 
 
-def generate_round(task_type: str, round_no: int, seeds: Sequence[SeedTask], synthetic: Sequence[Task],
-                   pool: InstructionPool, backend: Backend, cfg: RunConfig) -> Round:
+def generate_round(
+    task_type: str,
+    round_no: int,
+    seeds: Sequence[SeedTask],
+    synthetic: Sequence[Task],
+    pool: InstructionPool,
+    backend: Backend,
+    cfg: RunConfig,
+) -> Round:
     """Sample one prompt batch_size times (its demo block is then read once), then judge each piece.
     Accepted instructions join the index at once, so later pieces are compared with them."""
     counts = cfg.type_config(task_type)
-    demos = sample_demos(seeds, synthetic, counts.seed_demos, counts.synthetic_demos,
-                         derive_seed(cfg.seed, "instructions", task_type, round_no))
+    demos = sample_demos(
+        seeds,
+        synthetic,
+        counts.seed_demos,
+        counts.synthetic_demos,
+        derive_seed(cfg.seed, "instructions", task_type, round_no),
+    )
     prompt = build_instruction_prompt([d.instruction for d in demos])
     result = Round(task_type, round_no, backend.name, [d.id for d in demos])
     for item, done in sample_round(result, prompt, cfg.instructions.sampling.params(stop=(END,)), backend, cfg):
@@ -66,8 +79,9 @@ def generate_round(task_type: str, round_no: int, seeds: Sequence[SeedTask], syn
     return result
 
 
-def sample_round(result: Round, prompt: str, params: GenParams, backend: Backend,
-                 cfg: RunConfig) -> Iterator[tuple[str, Completion]]:
+def sample_round(
+    result: Round, prompt: str, params: GenParams, backend: Backend, cfg: RunConfig
+) -> Iterator[tuple[str, Completion]]:
     """Sample the round's prompt batch_size times; yields each good completion with its item ID and
     records a failed one as a backend rejection."""
     n = cfg.instructions.batch_size
@@ -79,21 +93,36 @@ def sample_round(result: Round, prompt: str, params: GenParams, backend: Backend
         if done.ok:
             yield item, done
         else:
-            result.rejections.append(Rejection("backend", item, "backend_error", result.type, model=backend.name,
-                                               detail={"error": done.error}))
+            result.rejections.append(
+                Rejection(
+                    "backend", item, "backend_error", result.type, model=backend.name, detail={"error": done.error}
+                )
+            )
 
 
-def judge_pieces(result: Round, pieces: Sequence[tuple[str, bool]], pool: InstructionPool, demos: Sequence,
-                 cfg: RunConfig, item: str) -> None:
+def judge_pieces(
+    result: Round, pieces: Sequence[tuple[str, bool]], pool: InstructionPool, demos: Sequence, cfg: RunConfig, item: str
+) -> None:
     """Judge a completion's pieces (text, truncated) in order, into the round's tasks and rejections."""
     for p, (text, truncated) in enumerate(pieces):
         result.candidates += 1
         judged = _judge(text, truncated, pool, result.writer, demos, cfg, result.type, f"{item}-p{p}")
-        (result.tasks if isinstance(judged, Task) else result.rejections).append(judged)
+        if isinstance(judged, Task):
+            result.tasks.append(judged)
+        else:
+            result.rejections.append(judged)
 
 
-def _judge(text: str, truncated: bool, pool: InstructionPool, model: str, demos: Sequence, cfg: RunConfig,
-           task_type: str, item: str) -> Task | Rejection:
+def _judge(
+    text: str,
+    truncated: bool,
+    pool: InstructionPool,
+    model: str,
+    demos: Sequence,
+    cfg: RunConfig,
+    task_type: str,
+    item: str,
+) -> Task | Rejection:
     if truncated:
         return Rejection("instruction_filter", item, "truncated", task_type, text, model)
     icfg = cfg.instructions
@@ -103,8 +132,24 @@ def _judge(text: str, truncated: bool, pool: InstructionPool, model: str, demos:
         return Rejection("instruction_filter", item, "duplicate", task_type, text, model, 1.0, {"nearest": text})
     found = pool.index.query(text, top_k=10, with_mean=True)
     if not found.is_novel:
-        return Rejection("novelty", item, "rouge_l_above_threshold", task_type, text, model, found.max_score,
-                         {"nearest": found.nearest, "top_similar": found.top})
+        return Rejection(
+            "novelty",
+            item,
+            "rouge_l_above_threshold",
+            task_type,
+            text,
+            model,
+            found.max_score,
+            {"nearest": found.nearest, "top_similar": found.top},
+        )
     pool.add(text)
-    return Task.new(task_type, text, model=model, demo_ids=[d.id for d in demos], novelty_max=found.max_score,
-                    nearest=found.nearest, top_similar=found.top, novelty_mean=found.mean)
+    return Task.new(
+        task_type,
+        text,
+        model=model,
+        demo_ids=[d.id for d in demos],
+        novelty_max=found.max_score,
+        nearest=found.nearest,
+        top_similar=found.top,
+        novelty_mean=found.mean,
+    )

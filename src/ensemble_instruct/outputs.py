@@ -19,16 +19,24 @@ def prompt_mode(backend: Backend) -> str:
     return "zero_shot" if backend.instruction_tuned else "few_shot"
 
 
-def generate_outputs(instances: Sequence[Instance], backend: Backend, demos: dict[str, list[Demo]],
-                     cfg: RunConfig) -> list[tuple[Candidate, Completion]]:
+def generate_outputs(
+    instances: Sequence[Instance], backend: Backend, demos: dict[str, list[Demo]], cfg: RunConfig
+) -> list[tuple[Candidate, Completion]]:
     """One candidate per instance from one extra member; an empty answer stays an empty candidate."""
     mode = prompt_mode(backend)
     if mode == "zero_shot":
         prompts = [build_zero_shot(i.instruction, i.input, chat=True) for i in instances]
     else:
-        prompts = [build_base_output_prompt(i.type, demos[i.type][: cfg.type_config(i.type).instance_demos],
-                                            i.instruction, i.input) for i in instances]
-    params = [output_params(cfg, backend.instruction_tuned).with_seed(derive_seed(cfg.seed, "output", i.id, backend.name)) for i in instances]
+        prompts = [
+            build_base_output_prompt(
+                i.type, demos[i.type][: cfg.type_config(i.type).instance_demos], i.instruction, i.input
+            )
+            for i in instances
+        ]
+    params = [
+        output_params(cfg, backend.instruction_tuned).with_seed(derive_seed(cfg.seed, "output", i.id, backend.name))
+        for i in instances
+    ]
     out = []
     for done in backend.generate(prompts, params):
         text = parse_output(done.text) if done.ok else ""

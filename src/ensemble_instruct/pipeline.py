@@ -78,14 +78,19 @@ class EnsembleInstruct:
         for t in self.cfg.types:
             counts = self.cfg.type_config(t)
             if len(self.ctx.seeds_by_type[t]) < counts.seed_demos + counts.synthetic_demos:
-                raise UserError(f"seeds: {len(self.ctx.seeds_by_type[t])} tasks of type {t}, the prompt needs "
-                                f"{counts.seed_demos + counts.synthetic_demos} demos")
+                raise UserError(
+                    f"seeds: {len(self.ctx.seeds_by_type[t])} tasks of type {t}, the prompt needs "
+                    f"{counts.seed_demos + counts.synthetic_demos} demos"
+                )
             if len(self.ctx.demos[t]) < counts.instance_demos:
-                raise UserError(f"instance demos: {len(self.ctx.demos[t])} of type {t}, "
-                                f"instance_demos asks for {counts.instance_demos}")
+                raise UserError(
+                    f"instance demos: {len(self.ctx.demos[t])} of type {t}, "
+                    f"instance_demos asks for {counts.instance_demos}"
+                )
         if self.cfg.ensemble and not self.ctx.extras_for(self.cfg.members_with("instances")[0].name):
-            raise UserError("members: ensembling needs another member with the 'outputs' role "
-                            "(or run with --no-ensemble)")
+            raise UserError(
+                "members: ensembling needs another member with the 'outputs' role (or run with --no-ensemble)"
+            )
 
     def run(self) -> None:
         done: set[str] = set()
@@ -111,8 +116,9 @@ class EnsembleInstruct:
             self.ctx.forget(t, draft.round, draft.tasks)
         if draft.stalled or kept[t] >= draft.target:
             done.add(t)
-            self.ctx.on_event("type_done", {"type": t, "kept": kept[t], "target": draft.target,
-                                            "stalled": draft.stalled})
+            self.ctx.on_event(
+                "type_done", {"type": t, "kept": kept[t], "target": draft.target, "stalled": draft.stalled}
+            )
 
     # --- stages 1 and 2: the generator, ahead of the vote ---------------------------------------------
 
@@ -149,19 +155,20 @@ class EnsembleInstruct:
                     yield Draft(t, next_round[t], target, stalled=True)
                     continue
                 unsaved: Unsaved = []
-                record, tasks = self.ctx.draft_round(t, next_round[t], pools[t], self._maker(
-                    t, next_round[t], pools[t], synthetic[t]), unsaved)
+                record, tasks = self.ctx.draft_round(
+                    t, next_round[t], pools[t], self._maker(t, next_round[t], pools[t], synthetic[t]), unsaved
+                )
                 synthetic[t].extend(tasks)
                 yield Draft(t, next_round[t], target, record, tasks, unsaved=unsaved)
                 next_round[t] += 1
 
     def _maker(self, t: str, round_no: int, pool: InstructionPool, synthetic: list[Task]):
         seeds = self.ctx.seeds_by_type[t]
-        return lambda writer: generate_round(t, round_no, seeds, synthetic, pool, self.ctx.backends[writer],
-                                             self.cfg)
+        return lambda writer: generate_round(t, round_no, seeds, synthetic, pool, self.ctx.backends[writer], self.cfg)
 
     def _write_instances(self, tasks: list[Task], unsaved: Unsaved) -> tuple[list[Instance], list[dict[str, Any]]]:
         """Stage 2 for a round's tasks: the valid instances, and the rejections of the others."""
+
         def write_group(group: list[Task], writer: str):
             for task, result, done in generate_instances(group, self.ctx.backends[writer], self.ctx.demos, self.cfg):
                 if not done.ok:
@@ -170,10 +177,17 @@ class EnsembleInstruct:
                 record["instance" if isinstance(result, Instance) else "rejection"] = to_json(result)
                 yield task, record
 
-        records = write_instances(tasks, self.ctx.instance_writer, self.ctx.finished.instances, write_group,
-                                  lambda record: unsaved.append(("instances", record)))
-        return ([Instance(**r["instance"]) for r in records if "instance" in r],
-                [r["rejection"] for r in records if "rejection" in r])
+        records = write_instances(
+            tasks,
+            self.ctx.instance_writer,
+            self.ctx.finished.instances,
+            write_group,
+            lambda record: unsaved.append(("instances", record)),
+        )
+        return (
+            [Instance(**r["instance"]) for r in records if "instance" in r],
+            [r["rejection"] for r in records if "rejection" in r],
+        )
 
     # --- stages 3 and 4: extra answers and the vote ---------------------------------------------------
 
@@ -211,8 +225,9 @@ class EnsembleInstruct:
         out: dict[str, list[Candidate]] = {}
         for inst in instances:
             answered = [m for m in self.ctx.extras_for(inst.model) if (inst.id, m) in outputs]
-            out[inst.id] = [Candidate(**{**outputs[(inst.id, m)]["candidate"], "index": k})
-                            for k, m in enumerate(answered, start=1)]
+            out[inst.id] = [
+                Candidate(**{**outputs[(inst.id, m)]["candidate"], "index": k}) for k, m in enumerate(answered, start=1)
+            ]
         self.ctx.on_event("outputs", {"done": sum(len(g) for g in jobs.values())})
         return out
 
@@ -228,7 +243,7 @@ class EnsembleInstruct:
             if (inst.id, member) in outputs:
                 continue
             record = {"instance_id": inst.id, "member": member, "candidate": to_json(cand), "usage": usage_of([done])}
-            self.ctx.store.append("outputs", record)  # appends are serialized by the GIL, one whole line each
+            self.ctx.store.append("outputs", record)
             outputs[(inst.id, member)] = record
         return None
 
@@ -239,8 +254,13 @@ class EnsembleInstruct:
         if self.cfg.on_member_failure == "stop" or not all(self.ctx.extras_for(g) for g in generators):
             raise MemberDown(member, error)
         left = sorted({m for g in generators for m in self.ctx.extras_for(g)})
-        self.ctx.store.add_rejection(to_json(Rejection("backend", member, "member_down", "", model=member,
-                                                       detail={"error": error, "continuing_with": left})))
+        self.ctx.store.add_rejection(
+            to_json(
+                Rejection(
+                    "backend", member, "member_down", "", model=member, detail={"error": error, "continuing_with": left}
+                )
+            )
+        )
         self.ctx.on_event("member_down", {"member": member, "error": error})
 
     def _decide(self, inst: Instance, extras: list[Candidate]) -> int:
@@ -249,13 +269,37 @@ class EnsembleInstruct:
         if not self.cfg.ensemble:
             return self.ctx.keep(inst, cands, Decision(True, "single", 0, [], {}))
         c = self.cfg.consensus
-        decision = decide(cands, inst.instruction, inst.input if inst.type == "A" else "", c.threshold, c.rule,
-                          c.hygiene, self.cfg.drop_input_copies, c.prefer)
+        decision = decide(
+            cands,
+            inst.instruction,
+            inst.input if inst.type == "A" else "",
+            c.threshold,
+            c.rule,
+            c.hygiene,
+            self.cfg.drop_input_copies,
+            c.prefer,
+        )
         if decision.kept:
             return self.ctx.keep(inst, cands, decision)
-        self.ctx.store.add_rejection(to_json(Rejection(
-            "ensemble", inst.id, decision.reason, inst.type, inst.output, inst.model, decision.min_score,
-            {"instruction": inst.instruction, "input": inst.input, "candidates": stored_candidates(cands, decision),
-             "pairwise_rougeL": decision.pairwise, "min_pair": decision.min_pair})))
+        self.ctx.store.add_rejection(
+            to_json(
+                Rejection(
+                    "ensemble",
+                    inst.id,
+                    decision.reason,
+                    inst.type,
+                    inst.output,
+                    inst.model,
+                    decision.min_score,
+                    {
+                        "instruction": inst.instruction,
+                        "input": inst.input,
+                        "candidates": stored_candidates(cands, decision),
+                        "pairwise_rougeL": decision.pairwise,
+                        "min_pair": decision.min_pair,
+                    },
+                )
+            )
+        )
         self.ctx.on_event("decided", {"type": inst.type, "kept": False})
         return 0

@@ -3,6 +3,7 @@ while the other members answer the current one, so both cores stay busy."""
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -45,11 +46,9 @@ class Prefetch(Generic[T]):
         finally:
             # a producer stopped early ends now, not at garbage collection: a Prefetch of its own inside it
             # (the pipeline's first stage) is closed before this one says it has ended
-            if hasattr(items, "close"):
-                try:
+            if items is not None and hasattr(items, "close"):
+                with contextlib.suppress(BaseException):  # it was told to stop; how it stopped no longer matters
                     items.close()
-                except BaseException:  # noqa: BLE001 - it was told to stop; how it stopped no longer matters
-                    pass
         self._items.put(("end", None))
 
     def _wait_for_room(self) -> bool:

@@ -20,8 +20,7 @@ INSTRUCTION_HEADER = "Come up with a series of tasks:"
 INSTANCE_HEADERS = {
     "A": "Each task below comes with one example: an input that suits the instruction, "
     "then the correct output for that input. Write the example for the last task.",
-    "B": "Each task below needs no input; it comes with the correct output. "
-    "Write the output for the last task.",
+    "B": "Each task below needs no input; it comes with the correct output. Write the output for the last task.",
 }
 NUMBERED_ITEM = re.compile(r"\n\d+\s?\. ")
 _SPACES = re.compile(r"\s+")
@@ -93,7 +92,7 @@ class ParsedInstance:
 
 
 def _label_value(line: str, label: str) -> str | None:
-    return line[len(label):].strip() if line.lower().startswith(label) else None
+    return line[len(label) :].strip() if line.lower().startswith(label) else None
 
 
 def _next_block_at(lines: list[str]) -> int:
@@ -126,7 +125,7 @@ def parse_instance(completion: str, task_type: str) -> ParsedInstance | str:
         if any(line.lstrip().lower().startswith("input:") for line in lines):
             return "parse_error:unexpected_input"
         input = ""
-    output_lines = [_label_value(lines[out_at].lstrip(), "output:") or ""] + lines[out_at + 1:]
+    output_lines = [_label_value(lines[out_at].lstrip(), "output:") or ""] + lines[out_at + 1 :]
     output = "\n".join(output_lines).strip()
     if task_type == "A" and not input:
         return "parse_error:empty_input"

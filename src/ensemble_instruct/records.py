@@ -60,8 +60,12 @@ class Task:
 
     @classmethod
     def new(cls, task_type: str, instruction: str, **fields: Any) -> Task:
-        return cls(id=stable_id(task_type, instruction, prefix=f"{task_type}-"), type=task_type,
-                   instruction=instruction, **fields)
+        return cls(
+            id=stable_id(task_type, instruction, prefix=f"{task_type}-"),
+            type=task_type,
+            instruction=instruction,
+            **fields,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +86,13 @@ class Instance:
         task_type = task_type or task.type
         return cls(
             id=stable_id(task_type, task.instruction, input, prefix=f"{task_type}-"),
-            task_id=task.id, type=task_type, instruction=task.instruction,
-            input=input, output=output, model=model, raw_completion=raw,
+            task_id=task.id,
+            type=task_type,
+            instruction=task.instruction,
+            input=input,
+            output=output,
+            model=model,
+            raw_completion=raw,
         )
 
 

@@ -16,8 +16,10 @@ class MemberDown(UserError):
     """A member still failing after its backend's retries; what was finished is already on disk."""
 
     def __init__(self, member: str, error: str | None) -> None:
-        super().__init__(f"member {member!r} failed after its retries: {error}; "
-                         "work so far is saved: run the same command again to resume")
+        super().__init__(
+            f"member {member!r} failed after its retries: {error}; "
+            "work so far is saved: run the same command again to resume"
+        )
 
 
 class Finished:
@@ -46,8 +48,9 @@ def instances_of(record: Record) -> list[Record]:
     return record.get("instances", [record["instance"]] if "instance" in record else [])
 
 
-def unfinished_groups(tasks: Sequence[Task], writer_of: Callable[[Task], str],
-                      finished: dict[str, Any]) -> dict[str, list[Task]]:
+def unfinished_groups(
+    tasks: Sequence[Task], writer_of: Callable[[Task], str], finished: dict[str, Any]
+) -> dict[str, list[Task]]:
     """Tasks grouped by the member that writes them, for the groups with a task not yet finished. Such a
     group is asked for whole, even when part of it is on disk: a backend may decode a call's prompts as
     one batch, whose outputs depend on every prompt in it, so a resumed run must ask for the same calls
@@ -61,8 +64,13 @@ def unfinished_groups(tasks: Sequence[Task], writer_of: Callable[[Task], str],
 WriteGroup = Callable[[list[Task], str], Iterable[tuple[Task, Record]]]
 
 
-def write_instances(tasks: Sequence[Task], writer_of: Callable[[Task], str], finished: dict[str, Record],
-                    write_group: WriteGroup, new: Callable[[Record], None]) -> list[Record]:
+def write_instances(
+    tasks: Sequence[Task],
+    writer_of: Callable[[Task], str],
+    finished: dict[str, Record],
+    write_group: WriteGroup,
+    new: Callable[[Record], None],
+) -> list[Record]:
     """Stage 2 for every recipe: each writer's group with an unfinished task is written whole (write_group,
     which raises MemberDown when its writer fails: a task without a record is asked for again on resume);
     each record not on disk yet goes to `new`. Returns the tasks' records in task order."""

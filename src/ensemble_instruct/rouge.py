@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 from nltk.stem import porter
@@ -22,7 +22,13 @@ from rapidfuzz.distance import LCSseq
 from rouge_score import tokenize as _rs_tokenize
 
 __all__ = [
-    "NoveltyIndex", "NoveltyResult", "lcs_lengths", "pairwise_rouge_l", "rouge_l", "rouge_l_tokens", "tokenize",
+    "NoveltyIndex",
+    "NoveltyResult",
+    "lcs_lengths",
+    "pairwise_rouge_l",
+    "rouge_l",
+    "rouge_l_tokens",
+    "tokenize",
 ]
 
 # The pruning bound 2*overlap/(len_a+len_b) and rouge_score's 2*p*r/(p+r) agree up to a few ulps;
@@ -145,8 +151,10 @@ def pairwise_rouge_l(texts: Sequence[str], stem: bool = True) -> dict[tuple[int,
     """Rouge-L F-measure of every pair ``(i, j)``, ``i < j``, of ``texts``."""
     encoded = [_ENCODERS[bool(stem)].encode(t) for t in texts]
     seqs = [s for _, s in encoded]
-    lcs = process.cdist(seqs, seqs, scorer=_LCS, dtype=np.int64, workers=1) if seqs else None
     out: dict[tuple[int, int], float] = {}
+    if not seqs:
+        return out
+    lcs = process.cdist(seqs, seqs, scorer=_LCS, dtype=np.int64, workers=1)
     for i in range(len(texts)):
         for j in range(i + 1, len(texts)):
             out[(i, j)] = _fmeasure(int(lcs[i, j]), len(encoded[j][0]), len(encoded[i][0]))
@@ -170,7 +178,7 @@ class _Growable:
     __slots__ = ("buf", "size")
 
     def __init__(self, dtype: type = np.int32) -> None:
-        self.buf = np.empty(4, dtype)
+        self.buf: np.ndarray = np.empty(4, dtype)
         self.size = 0
 
     def append(self, value: int) -> None:
@@ -273,20 +281,19 @@ class NoveltyIndex:
             rest &= bound + _EPS >= cut
             more = np.flatnonzero(rest)
             entries = np.concatenate([entries[first], entries[more]])
-            scores = np.concatenate([scores, self._score(seq, n, entries[first.size:])])
+            scores = np.concatenate([scores, self._score(seq, n, entries[first.size :])])
         else:
             scores = self._score(seq, n, entries)
         return self._result(entries, scores, top_k, with_mean)
 
-    def _result(self, entries: np.ndarray, scores: np.ndarray, top_k: int,
-                with_mean: bool) -> NoveltyResult:
+    def _result(self, entries: np.ndarray, scores: np.ndarray, top_k: int, with_mean: bool) -> NoveltyResult:
         keep = scores > 0
         entries, scores = entries[keep], scores[keep]
         mean = None
         if with_mean:
             mean = math.fsum(scores.tolist()) / len(self._keys) if self._keys else 0.0
         if not entries.size:
-            return NoveltyResult(0.0, None, [], mean, 0.0 <= self.threshold)
+            return NoveltyResult(0.0, None, [], mean, self.threshold >= 0.0)
         order = np.lexsort((entries, -scores))[: max(int(top_k), 1)]
         ranked = list(zip(entries[order].tolist(), scores[order].tolist()))
         top = [(self._keys[e], s) for e, s in ranked[: max(int(top_k), 0)]]
@@ -300,13 +307,13 @@ class NoveltyIndex:
         scores = self._score(seq, n, entries[bound + _EPS > self.threshold])
         return float(scores.max(initial=0.0)) <= self.threshold
 
-    def query_many(self, texts: Sequence[str], top_k: int = 10,
-                   with_mean: bool = False) -> list[NoveltyResult]:
+    def query_many(self, texts: Sequence[str], top_k: int = 10, with_mean: bool = False) -> list[NoveltyResult]:
         """``query`` for each text against the current pool (the pool is not changed)."""
         return [self.query(t, top_k, with_mean) for t in texts]
 
-    def query_and_add_many(self, texts: Sequence[str], keys: Sequence[str] | None = None,
-                           top_k: int = 0, with_mean: bool = False) -> list[NoveltyResult]:
+    def query_and_add_many(
+        self, texts: Sequence[str], keys: Sequence[str] | None = None, top_k: int = 0, with_mean: bool = False
+    ) -> list[NoveltyResult]:
         """Query texts in order, adding each novel one to the pool before the next is tested."""
         results = []
         for i, text in enumerate(texts):

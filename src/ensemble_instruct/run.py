@@ -13,9 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .backends import Backend, make_backend
 from .config import RunConfig
+from .context import RunContext
 from .export import export
 from .paths import RunPaths
-from .context import RunContext
 from .recipes import start
 from .seeds import load_demos, load_seeds
 from .stats import summarize
@@ -47,17 +47,26 @@ class ProgressView:
         self.counts: Counter = Counter()
         self.started = time.monotonic()
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
         )
-        targets = {"all": cfg.target()} if cfg.method == "self-instruct" else {t: cfg.type_config(t).target
-                                                                                 for t in cfg.types}
+        targets = (
+            {"all": cfg.target()}
+            if cfg.method == "self-instruct"
+            else {t: cfg.type_config(t).target for t in cfg.types}
+        )
         self.bars = {t: self.progress.add_task(f"kept {t}", total=n, info="") for t, n in targets.items()}
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "member_down":
-            self.progress.console.print(f"member {data['member']} failed after its retries ({data['error']}); "
-                                        "going on without it")
+            self.progress.console.print(
+                f"member {data['member']} failed after its retries ({data['error']}); going on without it"
+            )
         elif kind == "instructions":
             self.counts["candidates"] += data["candidates"]
             self.counts["accepted"] += data["accepted"]
@@ -68,15 +77,23 @@ class ProgressView:
             if data["kept"]:
                 self.progress.advance(self.bars[data["type"]])
         minutes = max(time.monotonic() - self.started, 1e-9) / 60
-        info = (f"instr {self.counts['accepted']}/{self.counts['candidates']} · "
-                f"inst {self.counts['valid']} · decided {self.counts['decided']} · "
-                f"{sum(self.progress.tasks[b].completed for b in self.bars.values()) / minutes:.1f} kept/min")
+        info = (
+            f"instr {self.counts['accepted']}/{self.counts['candidates']} · "
+            f"inst {self.counts['valid']} · decided {self.counts['decided']} · "
+            f"{sum(self.progress.tasks[b].completed for b in self.bars.values()) / minutes:.1f} kept/min"
+        )
         for bar in self.bars.values():
             self.progress.update(bar, info=info)
 
 
-def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: Console | None = None,
-                   backends: dict[str, Backend] | None = None, parallel: bool = True) -> dict[str, Any]:
+def run_generation(
+    cfg: RunConfig,
+    out_dir: Path,
+    force: bool = False,
+    console: Console | None = None,
+    backends: dict[str, Backend] | None = None,
+    parallel: bool = True,
+) -> dict[str, Any]:
     """Run (or resume) a generation into out_dir and return its summary. `parallel` off makes the stages wait
     for each other and the extra members answer in turn (the same data, more slowly: a baseline)."""
     seeds = load_seeds(cfg.seeds)
@@ -96,8 +113,16 @@ def run_generation(cfg: RunConfig, out_dir: Path, force: bool = False, console: 
     return summary
 
 
-def _run_recipe(cfg: RunConfig, out_dir: Path, force: bool, console: Console | None,
-                backends: dict[str, Backend], seeds, demos, parallel: bool) -> None:
+def _run_recipe(
+    cfg: RunConfig,
+    out_dir: Path,
+    force: bool,
+    console: Console | None,
+    backends: dict[str, Backend],
+    seeds,
+    demos,
+    parallel: bool,
+) -> None:
     """The configured recipe over the run directory's store, which is closed however the run ends."""
     store = RunStore(out_dir, cfg, force=force)
     try:

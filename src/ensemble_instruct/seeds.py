@@ -69,8 +69,11 @@ def _parse_task(obj: object, where: str, problems: list[str]) -> SeedTask | None
     if len(problems) > bad:
         return None
     return SeedTask(
-        id=obj["id"], instruction=obj["instruction"].strip(), instances=tuple(pairs),
-        name=str(obj.get("name", "")), is_classification=bool(obj.get("is_classification", False)),
+        id=obj["id"],
+        instruction=obj["instruction"].strip(),
+        instances=tuple(pairs),
+        name=str(obj.get("name", "")),
+        is_classification=bool(obj.get("is_classification", False)),
     )
 
 

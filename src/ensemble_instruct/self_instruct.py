@@ -4,7 +4,6 @@ so that its data set can be compared with an Ensemble-Instruct one made the same
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,12 +53,13 @@ class InstanceDemos:
         seeds = load_seeds("default")
         labels = [s for s in seeds if s.is_classification and s.type == "A" and len(s.instances[0][1].split()) <= 2]
         others = [s for s in seeds if not s.is_classification]
-        classify = [(s.instruction, True) for s in labels[:CLASSIFY_DEMOS[True]]]
-        classify += [(s.instruction, False) for s in others[:CLASSIFY_DEMOS[False]]]
+        classify = [(s.instruction, True) for s in labels[: CLASSIFY_DEMOS[True]]]
+        classify += [(s.instruction, False) for s in others[: CLASSIFY_DEMOS[False]]]
         random.Random(0).shuffle(classify)  # a fixed order with no pattern a model could continue
         input_first = [d for t, n in INPUT_FIRST_DEMOS.items() for d in demos[t][:n]]
-        output_first = [Demo("A", s.instruction, s.instances[0][0], s.instances[0][1], s.id)
-                        for s in labels[:OUTPUT_FIRST_DEMOS]]
+        output_first = [
+            Demo("A", s.instruction, s.instances[0][0], s.instances[0][1], s.id) for s in labels[:OUTPUT_FIRST_DEMOS]
+        ]
         return cls(classify, input_first, output_first)
 
 
@@ -93,8 +93,7 @@ class SelfInstruct:
         cap = self.cfg.instructions.max_attempts or 20 * target
         while kept < target and round_no * self.cfg.instructions.batch_size < cap:
             unsaved: Unsaved = []
-            record, tasks = self.ctx.draft_round(ALL, round_no, pool, self._maker(round_no, pool, synthetic),
-                                                 unsaved)
+            record, tasks = self.ctx.draft_round(ALL, round_no, pool, self._maker(round_no, pool, synthetic), unsaved)
             self.ctx.publish(Draft(ALL, round_no, 0, record, tasks, unsaved=unsaved), with_instances=False)
             synthetic.extend(tasks)
             kept += self._finish_tasks(tasks, target - kept)
@@ -107,30 +106,47 @@ class SelfInstruct:
 
     def _new_round(self, round_no: int, pool: InstructionPool, synthetic: list[Task], writer: str) -> Round:
         si = self.cfg.self_instruct
-        demos = sample_demos(self.ctx.seeds, synthetic, si.seed_demos, si.synthetic_demos,
-                             derive_seed(self.cfg.seed, "instructions", ALL, round_no))
+        demos = sample_demos(
+            self.ctx.seeds,
+            synthetic,
+            si.seed_demos,
+            si.synthetic_demos,
+            derive_seed(self.cfg.seed, "instructions", ALL, round_no),
+        )
         prompt = build_instruction_prompt([d.instruction for d in demos])
         result = Round(ALL, round_no, writer, [d.id for d in demos])
         params = si.instructions.params(INSTRUCTION_STOPS)
         for item, done in sample_round(result, prompt, params, self.ctx.backends[writer], self.cfg):
             if done.finish_reason == "length":  # the recipe drops a completion cut by the limit
-                result.rejections.append(Rejection("instruction_filter", item, "truncated_completion", ALL,
-                                                   done.text, writer))
+                result.rejections.append(
+                    Rejection("instruction_filter", item, "truncated_completion", ALL, done.text, writer)
+                )
                 continue
-            judge_pieces(result, [(text, False) for text in parse_instructions(done.text)], pool, demos,
-                         self.cfg, item)
+            judge_pieces(result, [(text, False) for text in parse_instructions(done.text)], pool, demos, self.cfg, item)
         return result
 
     def _finish_tasks(self, tasks: list[Task], room: int) -> int:
         def write_group(group: list[Task], writer: str):
             for task, written in zip(group, self._write(group, writer)):
-                yield task, {"task_id": task.id, "member": writer, "classification": written.classification,
-                             "instances": [to_json(i) for i in written.instances],
-                             "rejections": [to_json(r) for r in written.rejections],
-                             "usage": usage_of(written.completions)}
+                yield (
+                    task,
+                    {
+                        "task_id": task.id,
+                        "member": writer,
+                        "classification": written.classification,
+                        "instances": [to_json(i) for i in written.instances],
+                        "rejections": [to_json(r) for r in written.rejections],
+                        "usage": usage_of(written.completions),
+                    },
+                )
 
-        records = write_instances(tasks, self.ctx.instance_writer, self.ctx.finished.instances, write_group,
-                                  lambda record: self.ctx.store.append("instances", record))
+        records = write_instances(
+            tasks,
+            self.ctx.instance_writer,
+            self.ctx.finished.instances,
+            write_group,
+            lambda record: self.ctx.store.append("instances", record),
+        )
         kept = valid = 0
         for record in records:
             for r in record["rejections"]:
@@ -145,15 +161,23 @@ class SelfInstruct:
     def _write(self, tasks: list[Task], writer: str) -> list[Written]:
         """The classification check for every task, then each task's instances in the order it asks for."""
         backend, si, demos = self.ctx.backends[writer], self.cfg.self_instruct, self.instance_demos
-        checks = backend.generate([build_classify_prompt(demos.classify, t.instruction) for t in tasks],
-                                  GenParams(max_new_tokens=3, stop=CLASSIFY_STOPS))
+        checks = backend.generate(
+            [build_classify_prompt(demos.classify, t.instruction) for t in tasks],
+            GenParams(max_new_tokens=3, stop=CLASSIFY_STOPS),
+        )
         if failed := next((c for c in checks if not c.ok), None):
             raise MemberDown(writer, failed.error)
         written = [Written(parse_classify(c.text), completions=[c]) for c in checks]
-        prompts = [build_output_first_prompt(demos.output_first, t.instruction) if w.classification
-                   else build_input_first_prompt(demos.input_first, t.instruction) for t, w in zip(tasks, written)]
-        params = [si.instances.params(INSTANCE_STOPS, si.classification_max_new_tokens if w.classification else None)
-                  for w in written]
+        prompts = [
+            build_output_first_prompt(demos.output_first, t.instruction)
+            if w.classification
+            else build_input_first_prompt(demos.input_first, t.instruction)
+            for t, w in zip(tasks, written)
+        ]
+        params = [
+            si.instances.params(INSTANCE_STOPS, si.classification_max_new_tokens if w.classification else None)
+            for w in written
+        ]
         for task, w, done in zip(tasks, written, backend.generate(prompts, params)):
             w.completions.append(done)
             self._judge_examples(task, w, done, writer)
@@ -161,8 +185,9 @@ class SelfInstruct:
 
     def _judge_examples(self, task: Task, written: Written, done: Completion, model: str) -> None:
         def reject(reason: str, text: str, **detail: Any) -> None:
-            written.rejections.append(Rejection("instance_parse", task.id, reason, ALL, text, model,
-                                                detail=dict(detail)))
+            written.rejections.append(
+                Rejection("instance_parse", task.id, reason, ALL, text, model, detail=dict(detail))
+            )
 
         if not done.ok:
             raise MemberDown(model, done.error)  # nothing of this round's instances is saved; a resume asks again

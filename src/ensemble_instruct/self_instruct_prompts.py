@@ -14,12 +14,17 @@ INSTRUCTION_STOPS = ("\n\n", "\n16", "16.", "16 .")
 CLASSIFY_STOPS = ("\n", "Task")
 INSTANCE_STOPS = ("Example 6", "Task:")
 
-CLASSIFY_HEADER = ("Decide whether each task is a classification task: one whose answer is a label "
-                   "from a small, fixed set of labels.")
-INPUT_FIRST_HEADER = ("Write examples for each task. A task that needs an input gets one or more examples, "
-                      "each an input followed by its output. A task that needs no input gets its output directly.")
-OUTPUT_FIRST_HEADER = ("Each task below is a classification task. Write a class label first, then an input "
-                       "that belongs to that label; do this for as many labels as the task has.")
+CLASSIFY_HEADER = (
+    "Decide whether each task is a classification task: one whose answer is a label from a small, fixed set of labels."
+)
+INPUT_FIRST_HEADER = (
+    "Write examples for each task. A task that needs an input gets one or more examples, "
+    "each an input followed by its output. A task that needs no input gets its output directly."
+)
+OUTPUT_FIRST_HEADER = (
+    "Each task below is a classification task. Write a class label first, then an input "
+    "that belongs to that label; do this for as many labels as the task has."
+)
 
 
 def build_instruction_prompt(demos: Sequence[str]) -> str:
@@ -96,7 +101,7 @@ def parse_input_first(completion: str) -> list[Example]:
                 out.append(Example("", block.strip()))
             continue
         input = _INPUT.sub("", block[: found.start()].strip(), count=1).strip()
-        out.append(Example(input, block[found.end():].strip()))
+        out.append(Example(input, block[found.end() :].strip()))
     return out
 
 
@@ -106,7 +111,7 @@ def parse_output_first(completion: str) -> list[Example]:
     for block in _LABEL.split(_before_next_task(completion))[1:]:
         found = _LABELLED_INPUT.search(block)
         label = block[: found.start()] if found else block
-        input = block[found.end():] if found else ""
+        input = block[found.end() :] if found else ""
         out.append(Example(input.strip(), label.strip()))
     return out
 

@@ -40,10 +40,14 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     # agreement is a share of the examples that went through consensus (not single-output ones)
     decided = sum(m != "single" for m in methods.elements()) + sum(reasons["ensemble"].values())
 
-    usage: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(lambda: dict.fromkeys(USAGE_KEYS, 0)))
-    for stage, records, member_of in (("instructions", rounds, lambda r: r["writer"]),
-                                      ("instances", instances, lambda r: r["member"]),
-                                      ("outputs", outputs, lambda r: r["member"])):
+    usage: dict[str, dict[str, dict[str, float]]] = defaultdict(
+        lambda: defaultdict(lambda: dict.fromkeys(USAGE_KEYS, 0))
+    )
+    for stage, records, member_of in (
+        ("instructions", rounds, lambda r: r["writer"]),
+        ("instances", instances, lambda r: r["member"]),
+        ("outputs", outputs, lambda r: r["member"]),
+    ):
         for r in records:
             slot = usage[stage][member_of(r)]
             for key in USAGE_KEYS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,6 @@ from . import __version__
 from .config import RunConfig
 from .errors import UserError
 from .paths import STAGES, RunPaths
-
 
 
 @contextmanager
@@ -79,6 +79,7 @@ class RunStore:
         self.config = config
         self._claim(force)
         self._handles: dict[str, Any] = {}
+        self._writing = threading.Lock()
         # stage records already on disk, for the pipeline to replay; only keys of the rest stay in memory
         self._finished = {name: list(read_jsonl(self._path(name), repair=True)) for name in STAGES}
         self.rejection_keys = {(r["stage"], r["item_id"]) for r in read_jsonl(self._path("rejected"), repair=True)}
@@ -112,8 +113,9 @@ class RunStore:
         except (OSError, json.JSONDecodeError):
             raise UserError(f"{manifest}: unreadable; not a run directory of this tool?") from None
         if old.get("config_hash") != config.content_hash():
-            raise UserError(f"{root}: holds a run with another configuration; "
-                            "use another --out, or --force to start over there")
+            raise UserError(
+                f"{root}: holds a run with another configuration; use another --out, or --force to start over there"
+            )
 
     def _claim(self, force: bool) -> None:
         self.check(self.root, self.config, force)
@@ -140,13 +142,16 @@ class RunStore:
         stops the run with what was written intact (a torn last line is cut off on the next start)."""
         line = memoryview((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
         try:
-            if name not in self._handles:
-                self._handles[name] = open(self._path(name), "ab", buffering=0)
-            while line:  # an unbuffered write may be short
-                line = line[self._handles[name].write(line):]
+            with self._writing:  # members answer in threads: one opens the file, one line at a time goes in
+                if name not in self._handles:
+                    self._handles[name] = open(self._path(name), "ab", buffering=0)  # noqa: SIM115 - closed by close()
+                while line:  # an unbuffered write may be short
+                    line = line[self._handles[name].write(line) :]
         except OSError as err:
-            raise UserError(f"{self._path(name)}: cannot write ({err.strerror}); work so far is saved: "
-                            "make room and run the same command again to resume") from None
+            raise UserError(
+                f"{self._path(name)}: cannot write ({err.strerror}); work so far is saved: "
+                "make room and run the same command again to resume"
+            ) from None
 
     def add_rejection(self, rejection: dict[str, Any]) -> None:
         key = (rejection["stage"], rejection["item_id"])

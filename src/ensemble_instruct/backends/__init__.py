@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol, Union
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import UserError
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 cancel_event: ContextVar[threading.Event | None] = ContextVar("cancel_event", default=None)
 
 Message = dict[str, str]
-Prompt = Union[str, list[Message]]
+Prompt = str | list[Message]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +73,7 @@ class Backend(Protocol):
     name: str  # goes into provenance
     instruction_tuned: bool  # zero-shot chat prompts if True, few-shot completion if False
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: GenParams | Sequence[GenParams]
-    ) -> list[Completion]: ...
+    def generate(self, prompts: Sequence[Prompt], params: GenParams | Sequence[GenParams]) -> list[Completion]: ...
 
     def close(self) -> None: ...
 

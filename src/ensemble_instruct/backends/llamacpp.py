@@ -95,8 +95,18 @@ class _Job:
 
     def key(self) -> tuple:
         p = self.params
-        return (self.tokens, p.temperature, p.top_k, p.top_p, p.max_new_tokens, p.min_new_tokens, p.stop,
-                p.seed, p.presence_penalty, self.index)
+        return (
+            self.tokens,
+            p.temperature,
+            p.top_k,
+            p.top_p,
+            p.max_new_tokens,
+            p.min_new_tokens,
+            p.stop,
+            p.seed,
+            p.presence_penalty,
+            self.index,
+        )
 
 
 @dataclass
@@ -180,8 +190,9 @@ class LlamaCppBackend:
         self._lock = threading.Lock()  # guards the list of slots; each slot decodes one batch at a time
         with _loading:
             try:
-                self._model = LlamaModel(path_model=str(self.model_path),
-                                         params=llama_cpp.llama_model_default_params(), verbose=False)
+                self._model = LlamaModel(
+                    path_model=str(self.model_path), params=llama_cpp.llama_model_default_params(), verbose=False
+                )
             except ValueError:
                 raise UserError(f"{self.model_path}: cannot load the model (truncated or corrupt GGUF?)") from None
             self._lora = None
@@ -214,7 +225,8 @@ class LlamaCppBackend:
 
         eos_text = self._piece(self._model.token_eos(), special=True).decode("utf-8", "ignore")
         bos_text = self._piece(self._model.token_bos(), special=True).decode("utf-8", "ignore")
-        return Jinja2ChatFormatter(self._template, eos_text, bos_text)(messages=prompt).prompt
+        formatter = Jinja2ChatFormatter(self._template, eos_text, bos_text)
+        return formatter(messages=prompt).prompt  # type: ignore[arg-type]  # plain role/content dicts
 
     # --- a call -------------------------------------------------------------------------------------
 
@@ -225,8 +237,9 @@ class LlamaCppBackend:
             tokens = self._model.tokenize(self.render(prompt).encode("utf-8"), True, True)
             room = self.n_ctx - len(tokens)
             if room < 1:
-                results[index] = Completion("", "error", len(tokens),
-                                            error=f"prompt of {len(tokens)} tokens exceeds the context")
+                results[index] = Completion(
+                    "", "error", len(tokens), error=f"prompt of {len(tokens)} tokens exceeds the context"
+                )
             else:
                 jobs.append(_Job(index, tokens, gp, min(gp.max_new_tokens, room)))
         with _cores.working():
@@ -243,8 +256,11 @@ class LlamaCppBackend:
         import numpy as np
 
         text = self.render(prompt)
-        end = self._piece(self._model.token_eos(), special=True).decode("utf-8", "ignore") if not isinstance(
-            prompt, str) else ""
+        end = (
+            self._piece(self._model.token_eos(), special=True).decode("utf-8", "ignore")
+            if not isinstance(prompt, str)
+            else ""
+        )
         head = self._model.tokenize(text.encode("utf-8"), True, True)
         shared = len(head) - 1  # the last prompt token is read with each answer, for its first logits
         n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
@@ -264,12 +280,13 @@ class LlamaCppBackend:
                     rows = [(1, pos, full[pos], True) for pos in range(shared, len(full) - 1)]
                     total = 0.0
                     for begin in range(0, len(rows), _BLOCK):
-                        chunk = rows[begin:begin + _BLOCK]
+                        chunk = rows[begin : begin + _BLOCK]
                         self._decode(slot, chunk)
                         for row, (_, pos, _, _) in enumerate(chunk):
                             if pos + 1 >= start:
                                 logits = np.ctypeslib.as_array(
-                                    llama_cpp.llama_get_logits_ith(slot.context.ctx, row), shape=(n_vocab,))
+                                    llama_cpp.llama_get_logits_ith(slot.context.ctx, row), shape=(n_vocab,)
+                                )
                                 top = logits.max()
                                 total += float(logits[full[pos + 1]] - top - np.log(np.exp(logits - top).sum()))
                     llama_cpp.llama_memory_seq_rm(slot.context.memory, 1, -1, -1)
@@ -335,11 +352,11 @@ class LlamaCppBackend:
             for seq in live.values():
                 llama_cpp.llama_sampler_free(seq.sampler)
         seconds = (time.perf_counter() - started) / len(group)
-        return [self._completion(done[job.index], reused if k == 0 else shared, seconds)
-                for k, job in enumerate(group)]
+        return [self._completion(done[job.index], reused if k == 0 else shared, seconds) for k, job in enumerate(group)]
 
-    def _admit(self, slot: _Slot, queue: deque[_Job], live: dict[int, _Sequence], reading: dict[int, int],
-               shared: int) -> None:
+    def _admit(
+        self, slot: _Slot, queue: deque[_Job], live: dict[int, _Sequence], reading: dict[int, int], shared: int
+    ) -> None:
         """Start queued jobs while a sequence id and the cells for the job's whole length are free. Each new
         sequence shares sequence 0's prefix cells."""
         import llama_cpp
@@ -361,16 +378,21 @@ class LlamaCppBackend:
     def _advance(self, slot: _Slot, live: dict[int, _Sequence], reading: dict[int, int]) -> None:
         """One decode call: the newest token of every generating sequence, then as much of the waiting prompts
         as the block holds. A sequence samples its first token once its last prompt token is read."""
-        rows = [(seq_id, len(seq.job.tokens) + len(seq.made) - 1, seq.made[-1], True)
-                for seq_id, seq in live.items() if seq_id not in reading]
+        rows = [
+            (seq_id, len(seq.job.tokens) + len(seq.made) - 1, seq.made[-1], True)
+            for seq_id, seq in live.items()
+            if seq_id not in reading
+        ]
         generating = len(rows)
         for seq_id in sorted(reading):
             tokens = live[seq_id].job.tokens
             take = min(len(tokens) - reading[seq_id], _BLOCK - len(rows))
             if take <= 0:
                 break
-            rows += [(seq_id, pos, tokens[pos], pos == len(tokens) - 1)
-                     for pos in range(reading[seq_id], reading[seq_id] + take)]
+            rows += [
+                (seq_id, pos, tokens[pos], pos == len(tokens) - 1)
+                for pos in range(reading[seq_id], reading[seq_id] + take)
+            ]
             reading[seq_id] += take
         self._decode(slot, rows)
         for row, (seq_id, _, _, wants) in enumerate(rows):
@@ -418,8 +440,7 @@ class LlamaCppBackend:
     def _pick_slot(self, prefix: list[int]) -> _Slot:
         """The slot sharing the longest prefix; when none shares a block, a new one while there is room,
         else the least recently used of the idle ones. Used slots move to the end."""
-        shared = {id(slot): _common_prefix(slot.prefix, prefix) if self._reuse_prefix else 0
-                  for slot in self._slots}
+        shared = {id(slot): _common_prefix(slot.prefix, prefix) if self._reuse_prefix else 0 for slot in self._slots}
         best = max(self._slots, key=lambda slot: shared[id(slot)], default=None)
         if best is not None and shared[id(best)] >= _BLOCK:
             self._slots.remove(best)

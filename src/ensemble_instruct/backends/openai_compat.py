@@ -186,7 +186,7 @@ class HttpBackend:
                 raise
             self._release(index, failed=False)
             text, cut = cut_at_stop(text, params.stop)
-            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+            usage = data["usage"] if isinstance(data.get("usage"), dict) else {}
             details = usage.get("prompt_tokens_details")
             return Completion(
                 text,

@@ -23,14 +23,15 @@ from .train import TrainConfig, train
 # name → (what the paper's table calls it, the configuration fields that make it)
 DATA_SETS: dict[str, tuple[str, dict[str, Any]]] = {
     "ensemble-instruct": ("Ensemble-Instruct (EO: consensus of the ensemble)", {"method": "ensemble-instruct"}),
-    "single-output": ("Ensemble-Instruct, single output (SO: --no-ensemble)",
-                      {"method": "ensemble-instruct", "ensemble": False}),
+    "single-output": (
+        "Ensemble-Instruct, single output (SO: --no-ensemble)",
+        {"method": "ensemble-instruct", "ensemble": False},
+    ),
     "self-instruct": ("Self-Instruct recipe, same models", {"method": "self-instruct"}),
 }
 # The paper's claims, as (data set, the one it should beat) pairs: tuning helps, ensembling helps, and the
 # recipe beats Self-Instruct's with the same models ("none" is the zero-shot base).
-CLAIMS = (("ensemble-instruct", "none"), ("ensemble-instruct", "single-output"),
-          ("ensemble-instruct", "self-instruct"))
+CLAIMS = (("ensemble-instruct", "none"), ("ensemble-instruct", "single-output"), ("ensemble-instruct", "self-instruct"))
 RESAMPLES = 10_000
 
 
@@ -59,10 +60,18 @@ def shared_budget(cfg: TrainConfig, configs: dict[str, RunConfig]) -> TrainConfi
     return replace(cfg, max_steps=max(1, math.ceil(cfg.epochs * target / cfg.batch_size)))
 
 
-def compare(out_dir: Path, train_cfg: TrainConfig, task_files: list[Path], config_path: Path | None = None,
-            overrides: dict[str, Any] | None = None, limit: int | None = None,
-            max_new_tokens: int = MAX_NEW_TOKENS, console: Console | None = None,
-            cache: Path | None = None, engine: str = "auto") -> dict[str, Any]:
+def compare(
+    out_dir: Path,
+    train_cfg: TrainConfig,
+    task_files: list[Path],
+    config_path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    limit: int | None = None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    console: Console | None = None,
+    cache: Path | None = None,
+    engine: str = "auto",
+) -> dict[str, Any]:
     """Generate, train and evaluate each data set; write compare.json and compare.md into out_dir."""
     out_dir = Path(out_dir)
     configs = data_configs(config_path, overrides or {})
@@ -83,31 +92,45 @@ def compare(out_dir: Path, train_cfg: TrainConfig, task_files: list[Path], confi
         adapter = out_dir / "adapters" / name
         _say(console, f"[bold]{name}[/bold]: {kept} examples; training {budget.base} into {adapter}")
         record = train(run_dir, budget, adapter, console=console, replace_stale=True)
-        result = evaluate(str(adapter), task_files, limit, max_new_tokens, cache=cache, console=console,
-                          engine=engine)
+        result = evaluate(str(adapter), task_files, limit, max_new_tokens, cache=cache, console=console, engine=engine)
         base_label, tuned_label = result["subjects"]
         if zero_shot is None:
             zero_shot = {f: s[base_label] for f, s in result["files"].items()}
-        rows.append({"data_set": name, "label": DATA_SETS[name][0], "examples": kept,
-                     "final_loss": record["final_loss"], "steps": record["steps"],
-                     "scores": {f: s[tuned_label] for f, s in result["files"].items()}})
+        rows.append(
+            {
+                "data_set": name,
+                "label": DATA_SETS[name][0],
+                "examples": kept,
+                "final_loss": record["final_loss"],
+                "steps": record["steps"],
+                "scores": {f: s[tuned_label] for f, s in result["files"].items()},
+            }
+        )
     if zero_shot is None:  # nothing to train on: the base alone still gets its row
-        zero_shot = {f: s[f"{budget.base} (zero-shot)"]
-                     for f, s in evaluate(budget.base, task_files, limit, max_new_tokens, cache=cache,
-                                               console=console, engine=engine)["files"].items()}
-    table = {"base": budget.base, "training": budget.__dict__, "limit": limit, "max_new_tokens": max_new_tokens,
-             "task_files": [str(f) for f in task_files],
-             "rows": [{"data_set": "none", "label": f"{budget.base}, zero-shot", "examples": 0, "scores": zero_shot}]
-             + rows}
-    table["differences"] = differences(table["rows"], table["task_files"])
+        zero_shot = {
+            f: s[f"{budget.base} (zero-shot)"]
+            for f, s in evaluate(
+                budget.base, task_files, limit, max_new_tokens, cache=cache, console=console, engine=engine
+            )["files"].items()
+        }
+    table: dict[str, Any] = {
+        "base": budget.base,
+        "training": budget.__dict__,
+        "limit": limit,
+        "max_new_tokens": max_new_tokens,
+        "task_files": [str(f) for f in task_files],
+        "rows": [{"data_set": "none", "label": f"{budget.base}, zero-shot", "examples": 0, "scores": zero_shot}] + rows,
+    }
+    table["differences"] = differences(table["rows"], [str(f) for f in task_files])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.json").write_text(json.dumps(table, indent=2) + "\n")
     (out_dir / "compare.md").write_text(to_markdown(table))
     return table
 
 
-def paired_difference(first: list[list[float]], second: list[list[float]], resamples: int = RESAMPLES,
-                      seed: int = 0) -> dict[str, float]:
+def paired_difference(
+    first: list[list[float]], second: list[list[float]], resamples: int = RESAMPLES, seed: int = 0
+) -> dict[str, float]:
     """The mean over task files of the per-item difference of two models' scores, and its 95 % percentile
     interval from a paired bootstrap: each file's items are drawn with replacement, the same draw for both
     models, so the interval reflects how much the figure would move on other items of the same kind."""
@@ -118,16 +141,23 @@ def paired_difference(first: list[list[float]], second: list[list[float]], resam
         point += gaps.mean()
         draws += gaps[rng.integers(0, gaps.size, size=(resamples, gaps.size))].mean(axis=1)
     low, high = np.percentile(draws / len(first), [2.5, 97.5])
-    return {"difference": round(float(point) / len(first), 2), "low": round(float(low), 2),
-            "high": round(float(high), 2)}
+    return {
+        "difference": round(float(point) / len(first), 2),
+        "low": round(float(low), 2),
+        "high": round(float(high), 2),
+    }
 
 
 def differences(rows: list[dict[str, Any]], task_files: list[str]) -> list[dict[str, Any]]:
     """The paper's claims measured on these rows: each pair that was trained and scored, with its interval."""
-    items = {row["data_set"]: [row["scores"][f]["items"] for f in task_files]
-             for row in rows if row["scores"] is not None}
-    return [{"data_set": name, "against": rival} | paired_difference(items[name], items[rival])
-            for name, rival in CLAIMS if name in items and rival in items]
+    items = {
+        row["data_set"]: [row["scores"][f]["items"] for f in task_files] for row in rows if row["scores"] is not None
+    }
+    return [
+        {"data_set": name, "against": rival} | paired_difference(items[name], items[rival])
+        for name, rival in CLAIMS
+        if name in items and rival in items
+    ]
 
 
 def _verdict(gap: dict[str, Any]) -> str:
@@ -141,8 +171,7 @@ def _verdict(gap: dict[str, Any]) -> str:
 def to_markdown(table: dict[str, Any]) -> str:
     """The ablation table: one row per training set, Rouge-L per task file and their mean."""
     names = [Path(f).stem for f in table["task_files"]]
-    lines = [f"| training data | examples | {' | '.join(names)} | average |",
-             "|---" * (len(names) + 3) + "|"]
+    lines = [f"| training data | examples | {' | '.join(names)} | average |", "|---" * (len(names) + 3) + "|"]
     for row in table["rows"]:
         if row["scores"] is None:
             lines.append(f"| {row['label']} | 0 | " + " | ".join("-" for _ in names) + " | - |")
@@ -150,22 +179,29 @@ def to_markdown(table: dict[str, Any]) -> str:
         values = [row["scores"][f]["overall"] for f in table["task_files"]]
         cells = " | ".join(f"{v:.1f}" for v in values)
         lines.append(f"| {row['label']} | {row['examples']} | {cells} | {sum(values) / len(values):.1f} |")
-    settings = (f"Rouge-L (x100, stemmed, max over references) of greedy answers, at most {table['max_new_tokens']} "
-                f"new tokens; base {table['base']}, LoRA, {table['training']['max_steps']} steps of "
-                f"{table['training']['batch_size']} examples for every data set"
-                + (f"; first {table['limit']} items of each task file" if table["limit"] else "") + ".")
+    settings = (
+        f"Rouge-L (x100, stemmed, max over references) of greedy answers, at most {table['max_new_tokens']} "
+        f"new tokens; base {table['base']}, LoRA, {table['training']['max_steps']} steps of "
+        f"{table['training']['batch_size']} examples for every data set"
+        + (f"; first {table['limit']} items of each task file" if table["limit"] else "")
+        + "."
+    )
     lines += ["", settings]
     if table.get("differences"):
-        lines += ["", "Average Rouge-L differences, with paired bootstrap intervals over the items "
-                      f"({RESAMPLES:,} draws):"]
+        lines += [
+            "",
+            f"Average Rouge-L differences, with paired bootstrap intervals over the items ({RESAMPLES:,} draws):",
+        ]
         lines += [_claim_line(gap) for gap in table["differences"]]
     return "\n".join(lines) + "\n"
 
 
 def _claim_line(gap: dict[str, Any]) -> str:
     rival = "the zero-shot base" if gap["against"] == "none" else gap["against"]
-    return (f"- {gap['data_set']} minus {rival}: {gap['difference']:+.1f} "
-            f"(95 % interval {gap['low']:+.1f} to {gap['high']:+.1f}): {_verdict(gap)}")
+    return (
+        f"- {gap['data_set']} minus {rival}: {gap['difference']:+.1f} "
+        f"(95 % interval {gap['low']:+.1f} to {gap['high']:+.1f}): {_verdict(gap)}"
+    )
 
 
 def _say(console: Console | None, text: str) -> None:

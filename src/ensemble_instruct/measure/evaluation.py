@@ -58,8 +58,14 @@ def _items_of(path: Path, number: int, record: dict[str, Any]) -> list[EvalItem]
         if not refs or not all(isinstance(r, str) for r in refs):
             raise UserError(f"{path}:{number}: field references: must be a non-empty list of strings")
         task = record.get("task") or record.get("id") or f"line {number}"
-        return [EvalItem(str(task), _field(path, number, record, "definition", str),
-                         _field(path, number, record, "input", str), tuple(refs))]
+        return [
+            EvalItem(
+                str(task),
+                _field(path, number, record, "definition", str),
+                _field(path, number, record, "input", str),
+                tuple(refs),
+            )
+        ]
     if "instruction" in record or "instances" in record:
         instruction = _field(path, number, record, "instruction", str)
         instances = _field(path, number, record, "instances", list)
@@ -231,7 +237,7 @@ class TransformersAnswers:
 
     def __init__(self, target: Target, batch_size: int) -> None:
         self.target, self.batch_size = target, batch_size
-        self._loaded = None
+        self._loaded: tuple[Any, Any] | None = None
 
     def answer(self, subject: Subject, prompts: list[str], max_new_tokens: int) -> list[str]:
         if self._loaded is None:
@@ -256,13 +262,22 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, 
     answers: list[str] = [""] * len(prompts)
     model.eval()
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True).to(model.device)
         with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 stop_strings=list(STOP_STRINGS), tokenizer=tokenizer,
-                                 pad_token_id=tokenizer.pad_token_id, top_p=None, top_k=None, temperature=None)
-        for i, row in zip(chunk, out[:, enc["input_ids"].shape[1]:]):
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                stop_strings=list(STOP_STRINGS),
+                tokenizer=tokenizer,
+                pad_token_id=tokenizer.pad_token_id,
+                top_p=None,
+                top_k=None,
+                temperature=None,
+            )
+        for i, row in zip(chunk, out[:, enc["input_ids"].shape[1] :]):
             answers[i] = cut_answer(tokenizer.decode(row, skip_special_tokens=True))
     return answers
 
@@ -299,14 +314,24 @@ def score(items: list[EvalItem], indices: list[int], answers: dict[int, str]) ->
     per_task: dict[str, list[float]] = defaultdict(list)
     for i, value in zip(indices, every):
         per_task[items[i].task].append(value)
-    return {"overall": round(100 * sum(every) / len(every), 2), "n": len(every),
-            "tasks": {t: {"rougeL": round(100 * sum(s) / len(s), 2), "n": len(s)} for t, s in per_task.items()},
-            "items": [round(100 * value, 2) for value in every]}
+    return {
+        "overall": round(100 * sum(every) / len(every), 2),
+        "n": len(every),
+        "tasks": {t: {"rougeL": round(100 * sum(s) / len(s), 2), "n": len(s)} for t, s in per_task.items()},
+        "items": [round(100 * value, 2) for value in every],
+    }
 
 
-def evaluate(spec: str, task_files: list[Path], limit: int | None = None, max_new_tokens: int = MAX_NEW_TOKENS,
-             batch_size: int = 8, cache: Path | None = None, console: Console | None = None,
-             engine: str = "auto") -> dict[str, Any]:
+def evaluate(
+    spec: str,
+    task_files: list[Path],
+    limit: int | None = None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    batch_size: int = 8,
+    cache: Path | None = None,
+    console: Console | None = None,
+    engine: str = "auto",
+) -> dict[str, Any]:
     """Score MODEL (and, for an adapter, its zero-shot base) on each task file; answers come from the cache
     where they exist."""
     if not task_files:
@@ -316,25 +341,52 @@ def evaluate(spec: str, task_files: list[Path], limit: int | None = None, max_ne
     cache.mkdir(parents=True, exist_ok=True)
     target = open_target(spec)
     chosen = pick_engine(target, engine)
-    answerer = LlamaCppAnswers(target.gguf) if chosen == "llamacpp" else TransformersAnswers(target, batch_size)
-    results: dict[str, Any] = {"model": spec, "engine": chosen, "max_new_tokens": max_new_tokens,
-                               "decoding": "greedy", "prompt_format": PROMPT_FORMAT, "metric": METRIC,
-                               "limit": limit, "subjects": [s.label for s in target.subjects], "files": {}}
+    answerer: LlamaCppAnswers | TransformersAnswers
+    if chosen == "llamacpp" and target.gguf is not None:
+        answerer = LlamaCppAnswers(target.gguf)
+    else:
+        answerer = TransformersAnswers(target, batch_size)
+    results: dict[str, Any] = {
+        "model": spec,
+        "engine": chosen,
+        "max_new_tokens": max_new_tokens,
+        "decoding": "greedy",
+        "prompt_format": PROMPT_FORMAT,
+        "metric": METRIC,
+        "limit": limit,
+        "subjects": [s.label for s in target.subjects],
+        "files": {},
+    }
     for path, items in files:
         indices = select(items, limit)
         scores = {}
         for subject in target.subjects:
             cache_file = _cache_file(cache, subject, file_hash(path), max_new_tokens, answerer.name)
-            answers = _answer(answerer, subject, items, indices, cache_file, max_new_tokens, console,
-                              f"{subject.label} on {path.name}")
+            answers = _answer(
+                answerer,
+                subject,
+                items,
+                indices,
+                cache_file,
+                max_new_tokens,
+                console,
+                f"{subject.label} on {path.name}",
+            )
             scores[subject.label] = score(items, indices, answers)
         results["files"][str(path)] = scores
     return results
 
 
-def _answer(answerer: LlamaCppAnswers | TransformersAnswers, subject: Subject, items: list[EvalItem],
-            indices: list[int], path: Path, max_new_tokens: int, console: Console | None,
-            label: str) -> dict[int, str]:
+def _answer(
+    answerer: LlamaCppAnswers | TransformersAnswers,
+    subject: Subject,
+    items: list[EvalItem],
+    indices: list[int],
+    path: Path,
+    max_new_tokens: int,
+    console: Console | None,
+    label: str,
+) -> dict[int, str]:
     """The subject's answers to the chosen items, from the cache file where they exist. One process at a time
     answers into a cache file (a second waits, then finds the answers there), and each block is written as it
     is made, so a kill keeps what was done."""
@@ -343,14 +395,20 @@ def _answer(answerer: LlamaCppAnswers | TransformersAnswers, subject: Subject, i
         todo = [i for i in indices if i not in answers]
         if not todo:
             return answers
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
-                            disable=console is None)
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=console is None,
+        )
         with progress, open(path, "a", encoding="utf-8") as fh:
             bar = progress.add_task(label, total=len(indices), completed=len(indices) - len(todo), rate="")
             started = time.perf_counter()
             for start in range(0, len(todo), ANSWER_BLOCK):
-                block = todo[start:start + ANSWER_BLOCK]
+                block = todo[start : start + ANSWER_BLOCK]
                 prompts = [format_prompt(items[i].instruction, items[i].input) for i in block]
                 for i, text in zip(block, answerer.answer(subject, prompts, max_new_tokens)):
                     answers[i] = text

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,16 +31,16 @@ def _read_base(base_gguf: Path) -> tuple[str, int, int, int]:
 
     reader = GGUFReader(str(base_gguf))
 
-    def value(key: str) -> object:
+    def value(key: str) -> Any:
         field = reader.get_field(key)
         if field is None:
             raise UserError(f"{base_gguf}: no {key} in its metadata")
         return field.contents()
 
     arch = str(value("general.architecture"))
-    heads = int(value(f"{arch}.attention.head_count"))  # type: ignore[arg-type]
+    heads = int(value(f"{arch}.attention.head_count"))
     kv = reader.get_field(f"{arch}.attention.head_count_kv")
-    return arch, int(value(f"{arch}.block_count")), heads, int(kv.contents()) if kv else heads  # type: ignore[arg-type]
+    return arch, int(value(f"{arch}.block_count")), heads, int(kv.contents()) if kv else heads
 
 
 def _permute(rows: np.ndarray, heads: int) -> np.ndarray:
@@ -66,7 +67,7 @@ def convert_adapter(adapter_dir: Path, base_gguf: Path, out: Path | None = None)
     for key, tensor in sorted(load_file(adapter_dir / "adapter_model.safetensors").items()):
         match = _KEY.match(key)
         target = names.get_name(match["module"]) if match else None
-        if target is None:
+        if match is None or target is None:
             raise UserError(f"{adapter_dir}: cannot place LoRA weight {key} in a {arch} model")
         tensor = tensor.astype(np.float32)
         if match["side"] == "B" and arch in _PERMUTED and target.endswith(("attn_q", "attn_k")):

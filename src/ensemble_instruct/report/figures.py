@@ -26,8 +26,15 @@ def _finish(fig: go.Figure, title: str, empty_note: str | None = None, **layout:
     fig.update_layout(title=title, **(defaults | layout))
     has_data = any(_trace_has_data(t) for t in fig.data)
     if empty_note and not has_data:
-        fig.add_annotation(text=empty_note, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
-                           font={"size": 14, "color": "#666"})
+        fig.add_annotation(
+            text=empty_note,
+            showarrow=False,
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=0.5,
+            font={"size": 14, "color": "#666"},
+        )
     return fig
 
 
@@ -41,8 +48,13 @@ def _trace_has_data(trace: Any) -> bool:
 
 def _mark_threshold(fig: go.Figure, values: Iterable[Any], what: str) -> None:
     for value in sorted({v for v in values if isinstance(v, (int, float))}):
-        fig.add_vline(x=value, line_dash="dash", line_color="crimson",
-                      annotation_text=f"{what} {value:g}", annotation_position="top right")
+        fig.add_vline(
+            x=value,
+            line_dash="dash",
+            line_color="crimson",
+            annotation_text=f"{what} {value:g}",
+            annotation_position="top right",
+        )
 
 
 def _side_by_side(runs: list[RunData], kind: str, titles: list[str] | None = None) -> go.Figure:
@@ -57,9 +69,14 @@ def funnel_figure(runs: list[RunData]) -> go.Figure:
         for task_type, counts in run.summary["funnel"].items():
             values = [counts.get(key, 0) for key, _ in FUNNEL_STEPS]
             # a self-instruct run counts its instructions under "all" and its instances per type: no share of 0
-            fig.add_trace(go.Funnel(name=_trace_name(run, runs, f"type {task_type}"),
-                                    y=[label for _, label in FUNNEL_STEPS], x=values,
-                                    textinfo="value+percent initial" if values[0] else "value"))
+            fig.add_trace(
+                go.Funnel(
+                    name=_trace_name(run, runs, f"type {task_type}"),
+                    y=[label for _, label in FUNNEL_STEPS],
+                    x=values,
+                    textinfo="value+percent initial" if values[0] else "value",
+                )
+            )
     return _finish(fig, "Funnel per type", "no instruction rounds yet")
 
 
@@ -71,25 +88,46 @@ def rejections_figure(runs: list[RunData]) -> go.Figure:
             by_type.setdefault(r["type"], Counter())[f"{r['stage']}: {r['reason']}"] += 1
         for task_type, counts in sorted(by_type.items()):
             keys = sorted(counts, key=stage_rank)
-            fig.add_trace(go.Bar(name=_trace_name(run, runs, f"type {task_type}"), y=keys,
-                                 x=[counts[k] for k in keys], orientation="h"))
-    return _finish(fig, "Rejected, by filter and reason", "nothing rejected", barmode="group",
-                   yaxis={"autorange": "reversed"}, xaxis_title="count")
+            fig.add_trace(
+                go.Bar(
+                    name=_trace_name(run, runs, f"type {task_type}"),
+                    y=keys,
+                    x=[counts[k] for k in keys],
+                    orientation="h",
+                )
+            )
+    return _finish(
+        fig,
+        "Rejected, by filter and reason",
+        "nothing rejected",
+        barmode="group",
+        yaxis={"autorange": "reversed"},
+        xaxis_title="count",
+    )
 
 
 def verbs_figure(runs: list[RunData]) -> go.Figure:
     parsed = [verb_noun_pairs([row["instruction"] for row in run.kept]) for run in runs]
-    notes = [(f"{run.label}<br>" if len(runs) > 1 else "")
-             + (f"{len(pairs)} of {len(run.kept)} kept instructions have verb + object"
-                if pairs is not None else "no parser: pip install 'ensemble-instruct[report]'")
-             for run, pairs in zip(runs, parsed)]
+    notes = [
+        (f"{run.label}<br>" if len(runs) > 1 else "")
+        + (
+            f"{len(pairs)} of {len(run.kept)} kept instructions have verb + object"
+            if pairs is not None
+            else "no parser: pip install 'ensemble-instruct[report]'"
+        )
+        for run, pairs in zip(runs, parsed)
+    ]
     fig = _side_by_side(runs, "domain", titles=notes)
     fig.update_annotations(font_size=12)
     for col, pairs in enumerate(parsed, start=1):
         if pairs:
             fig.add_trace(_sunburst(pairs), row=1, col=col)
-    return _finish(fig, "Root verbs (inner) and their direct objects (outer)",
-                   "no kept instruction with a verb and an object", height=PLOT_HEIGHT + 80)
+    return _finish(
+        fig,
+        "Root verbs (inner) and their direct objects (outer)",
+        "no kept instruction with a verb and an object",
+        height=PLOT_HEIGHT + 80,
+    )
 
 
 def _sunburst(pairs: list[tuple[str, str]]) -> go.Sunburst:
@@ -114,8 +152,9 @@ def length_figure(runs: list[RunData], field: str, title: str) -> go.Figure:
     for run in runs:
         for task_type in sorted({row["type"] for row in run.kept}):
             lengths = [_words(row.get(field) or "") for row in run.kept if row["type"] == task_type]
-            fig.add_trace(go.Histogram(name=_trace_name(run, runs, f"type {task_type}"), x=lengths, opacity=0.65,
-                                       xbins=bins))
+            fig.add_trace(
+                go.Histogram(name=_trace_name(run, runs, f"type {task_type}"), x=lengths, opacity=0.65, xbins=bins)
+            )
     return _finish(fig, title, "no kept examples", barmode="overlay", xaxis_title="words", yaxis_title="examples")
 
 
@@ -126,12 +165,18 @@ def novelty_figure(runs: list[RunData]) -> go.Figure:
         accepted = [t["novelty_max"] for r in run.rounds for t in r.get("tasks", []) if "novelty_max" in t]
         rejected = [r["score"] for r in run.rejected if r["stage"] == "novelty" and r.get("score") is not None]
         fig.add_trace(go.Histogram(name=_trace_name(run, runs, "accepted"), x=accepted, xbins=bins, opacity=0.65))
-        fig.add_trace(go.Histogram(name=_trace_name(run, runs, "rejected by novelty"), x=rejected, xbins=bins,
-                                   opacity=0.65))
+        fig.add_trace(
+            go.Histogram(name=_trace_name(run, runs, "rejected by novelty"), x=rejected, xbins=bins, opacity=0.65)
+        )
     _mark_threshold(fig, (r.setting("instructions", "novelty_threshold") for r in runs), "threshold")
-    return _finish(fig, "Highest Rouge-L of each new instruction to the pool", "no instruction scored yet",
-                   barmode="overlay", xaxis={"title": "Rouge-L to the nearest pool instruction", "range": [0, 1]},
-                   yaxis_title="instructions")
+    return _finish(
+        fig,
+        "Highest Rouge-L of each new instruction to the pool",
+        "no instruction scored yet",
+        barmode="overlay",
+        xaxis={"title": "Rouge-L to the nearest pool instruction", "range": [0, 1]},
+        yaxis_title="instructions",
+    )
 
 
 def agreement_figure(runs: list[RunData]) -> go.Figure:
@@ -139,28 +184,54 @@ def agreement_figure(runs: list[RunData]) -> go.Figure:
     bins = {"start": 0, "end": 1.0001, "size": 0.05}
     for run in runs:
         kept = [s for row in run.kept for _, _, s in row["provenance"].get("pairwise_rougeL", [])]
-        dropped = [s for r in run.rejected if r["stage"] == "ensemble"
-                   for _, _, s in r.get("detail", {}).get("pairwise_rougeL", [])]
-        fig.add_trace(go.Histogram(name=_trace_name(run, runs, "pairs of kept examples"), x=kept, xbins=bins,
-                                   opacity=0.65))
-        fig.add_trace(go.Histogram(name=_trace_name(run, runs, "pairs of rejected examples"), x=dropped,
-                                   xbins=bins, opacity=0.65))
+        dropped = [
+            s
+            for r in run.rejected
+            if r["stage"] == "ensemble"
+            for _, _, s in r.get("detail", {}).get("pairwise_rougeL", [])
+        ]
+        fig.add_trace(
+            go.Histogram(name=_trace_name(run, runs, "pairs of kept examples"), x=kept, xbins=bins, opacity=0.65)
+        )
+        fig.add_trace(
+            go.Histogram(name=_trace_name(run, runs, "pairs of rejected examples"), x=dropped, xbins=bins, opacity=0.65)
+        )
     _mark_threshold(fig, (r.setting("consensus", "threshold") for r in runs), "keep above")
     title = "Pairwise Rouge-L between candidate outputs<br><sup>exact matches are decided without Rouge-L</sup>"
-    return _finish(fig, title, "no pairwise scores (exact matches or single outputs only)", barmode="overlay",
-                   xaxis={"title": "Rouge-L", "range": [0, 1]}, yaxis_title="candidate pairs")
+    return _finish(
+        fig,
+        title,
+        "no pairwise scores (exact matches or single outputs only)",
+        barmode="overlay",
+        xaxis={"title": "Rouge-L", "range": [0, 1]},
+        yaxis_title="candidate pairs",
+    )
 
 
 def wins_figure(runs: list[RunData]) -> go.Figure:
     fig = go.Figure()
     for run in runs:
         members = list(run.summary["win_rate"])
-        members += sorted({c["model"] for row in run.kept for c in row["provenance"].get("candidates", [])}
-                          - set(members))  # members that answered but never won show as 0 %
-        fig.add_trace(go.Bar(name=run.label, x=members, y=[run.summary["win_rate"].get(m, 0.0) for m in members],
-                             texttemplate="%{y:.0%}", textposition="outside"))
-    return _finish(fig, "Win rate: whose output was kept", "no kept examples", barmode="group",
-                   yaxis={"tickformat": ".0%", "range": [0, 1.1]}, showlegend=len(runs) > 1)
+        members += sorted(
+            {c["model"] for row in run.kept for c in row["provenance"].get("candidates", [])} - set(members)
+        )  # members that answered but never won show as 0 %
+        fig.add_trace(
+            go.Bar(
+                name=run.label,
+                x=members,
+                y=[run.summary["win_rate"].get(m, 0.0) for m in members],
+                texttemplate="%{y:.0%}",
+                textposition="outside",
+            )
+        )
+    return _finish(
+        fig,
+        "Win rate: whose output was kept",
+        "no kept examples",
+        barmode="group",
+        yaxis={"tickformat": ".0%", "range": [0, 1.1]},
+        showlegend=len(runs) > 1,
+    )
 
 
 def selection_figure(runs: list[RunData]) -> go.Figure:
@@ -171,26 +242,50 @@ def selection_figure(runs: list[RunData]) -> go.Figure:
         outcomes |= {f"rejected: {r}": n for r, n in summary["rejections"].get("ensemble", {}).items()}
         decided = summary["decided"]  # 0 when every example had a single output: no shares to show
         shares = [f"{n / decided:.0%}" if decided else "" for n in outcomes.values()]
-        fig.add_trace(go.Bar(name=run.label, x=list(outcomes), y=list(outcomes.values()), text=shares,
-                             textposition="outside"))
-    return _finish(fig, "How the ensemble decided (exact_match: members agree exactly)", "nothing decided yet",
-                   barmode="group", yaxis_title="examples", showlegend=len(runs) > 1)
+        fig.add_trace(
+            go.Bar(name=run.label, x=list(outcomes), y=list(outcomes.values()), text=shares, textposition="outside")
+        )
+    return _finish(
+        fig,
+        "How the ensemble decided (exact_match: members agree exactly)",
+        "nothing decided yet",
+        barmode="group",
+        yaxis_title="examples",
+        showlegend=len(runs) > 1,
+    )
 
 
 def tokens_figure(runs: list[RunData]) -> go.Figure:
     fig = _side_by_side(runs, "xy")
-    parts = (("prompt, from cache", lambda u: u["cached_tokens"]),
-             ("prompt, computed", lambda u: u["prompt_tokens"] - u["cached_tokens"]),
-             ("generated", lambda u: u["completion_tokens"]))
+    parts = (
+        ("prompt, from cache", lambda u: u["cached_tokens"]),
+        ("prompt, computed", lambda u: u["prompt_tokens"] - u["cached_tokens"]),
+        ("generated", lambda u: u["completion_tokens"]),
+    )
     for col, run in enumerate(runs, start=1):
         rows = usage_rows(run)
         for name, value in parts:
-            fig.add_trace(go.Bar(name=name, legendgroup=name, showlegend=col == 1, x=[r for r, _ in rows],
-                                 y=[value(u) for _, u in rows]), row=1, col=col)
-    shares = ", ".join(f"{r.label} {r.summary['cached_share']:.0%}" if len(runs) > 1
-                       else f"{r.summary['cached_share']:.0%}" for r in runs)
-    return _finish(fig, f"Tokens per stage and member<br><sup>prompt tokens served from cache: {shares}</sup>",
-                   "no usage recorded yet", barmode="stack")
+            fig.add_trace(
+                go.Bar(
+                    name=name,
+                    legendgroup=name,
+                    showlegend=col == 1,
+                    x=[r for r, _ in rows],
+                    y=[value(u) for _, u in rows],
+                ),
+                row=1,
+                col=col,
+            )
+    shares = ", ".join(
+        f"{r.label} {r.summary['cached_share']:.0%}" if len(runs) > 1 else f"{r.summary['cached_share']:.0%}"
+        for r in runs
+    )
+    return _finish(
+        fig,
+        f"Tokens per stage and member<br><sup>prompt tokens served from cache: {shares}</sup>",
+        "no usage recorded yet",
+        barmode="stack",
+    )
 
 
 def seconds_figure(runs: list[RunData]) -> go.Figure:
@@ -198,10 +293,23 @@ def seconds_figure(runs: list[RunData]) -> go.Figure:
     for run in runs:
         rows = usage_rows(run)
         rates = [u["completion_tokens"] / u["seconds"] if u["seconds"] else 0 for _, u in rows]
-        fig.add_trace(go.Bar(name=run.label, x=[r for r, _ in rows], y=[u["seconds"] for _, u in rows],
-                             customdata=rates, hovertemplate="%{y:.1f} s, %{customdata:.0f} generated tok/s"))
-    return _finish(fig, "Time per stage and member", "no usage recorded yet", barmode="group",
-                   yaxis_title="seconds", showlegend=len(runs) > 1)
+        fig.add_trace(
+            go.Bar(
+                name=run.label,
+                x=[r for r, _ in rows],
+                y=[u["seconds"] for _, u in rows],
+                customdata=rates,
+                hovertemplate="%{y:.1f} s, %{customdata:.0f} generated tok/s",
+            )
+        )
+    return _finish(
+        fig,
+        "Time per stage and member",
+        "no usage recorded yet",
+        barmode="group",
+        yaxis_title="seconds",
+        showlegend=len(runs) > 1,
+    )
 
 
 FIGURES: tuple[tuple[str, str, Callable[[list[RunData]], go.Figure]], ...] = (
@@ -220,5 +328,9 @@ FIGURES: tuple[tuple[str, str, Callable[[list[RunData]], go.Figure]], ...] = (
 
 
 def figure_html(fig: go.Figure, name: str) -> str:
-    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}",
-                       config={"displaylogo": False, "responsive": True})
+    return fig.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=f"plot-{name}",
+        config={"displaylogo": False, "responsive": True},
+    )

@@ -30,81 +30,113 @@ def _candidates_cell(prov: dict[str, Any]) -> str:
     chosen = prov.get("selection", {}).get("chosen_index")
     items = []
     for c in prov.get("candidates", []):
-        mark = " class=\"chosen\"" if c.get("index") == chosen else ""
+        mark = ' class="chosen"' if c.get("index") == chosen else ""
         dropped = f", did not vote: {_e(c['dropped'])}" if c.get("dropped") else ""
-        items.append(f"<li{mark}><b>{_e(c.get('model'))}</b> <small>{_e(c.get('role'))}, "
-                     f"{_e(c.get('prompt_mode'))}{dropped}</small><div class=\"text\">{_e(c.get('text'))}</div></li>")
+        items.append(
+            f"<li{mark}><b>{_e(c.get('model'))}</b> <small>{_e(c.get('role'))}, "
+            f'{_e(c.get("prompt_mode"))}{dropped}</small><div class="text">{_e(c.get("text"))}</div></li>'
+        )
     pairs = ", ".join(f"{i}–{j}: {s:.2f}" for i, j, s in prov.get("pairwise_rougeL", []))
-    return (f"<details><summary>{len(items)} candidates</summary><ol start=\"0\">{''.join(items)}</ol>"
-            f"<div>Rouge-L: {_e(pairs) or 'none (exact match or single output)'}</div></details>")
+    return (
+        f'<details><summary>{len(items)} candidates</summary><ol start="0">{"".join(items)}</ol>'
+        f"<div>Rouge-L: {_e(pairs) or 'none (exact match or single output)'}</div></details>"
+    )
 
 
 def _kept_row(row: dict[str, Any]) -> str:
     prov = row.get("provenance", {})
     selection = prov.get("selection", {})
     novelty = prov.get("instruction", {})
-    cells = (_e(row["type"]), f"<div class=\"text\">{_e(row['instruction'])}</div>",
-             f"<div class=\"text\">{_e(row.get('input'))}</div>", f"<div class=\"text\">{_e(row['output'])}</div>",
-             f"{_e(selection.get('chosen_model'))}<br><small>{_e(selection.get('method'))}</small>",
-             _candidates_cell(prov),
-             f"{_score(novelty.get('novelty_max'))}<br><small>{_e(novelty.get('nearest'))}</small>",
-             f"<small>{_e(row['id'])}</small>")
-    return (f"<tr data-type=\"{_e(row['type'])}\" data-key=\"{_e(selection.get('method'))}\">"
-            + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    cells = (
+        _e(row["type"]),
+        f'<div class="text">{_e(row["instruction"])}</div>',
+        f'<div class="text">{_e(row.get("input"))}</div>',
+        f'<div class="text">{_e(row["output"])}</div>',
+        f"{_e(selection.get('chosen_model'))}<br><small>{_e(selection.get('method'))}</small>",
+        _candidates_cell(prov),
+        f"{_score(novelty.get('novelty_max'))}<br><small>{_e(novelty.get('nearest'))}</small>",
+        f"<small>{_e(row['id'])}</small>",
+    )
+    return (
+        f'<tr data-type="{_e(row["type"])}" data-key="{_e(selection.get("method"))}">'
+        + "".join(f"<td>{c}</td>" for c in cells)
+        + "</tr>"
+    )
 
 
 def _rejection_detail(r: dict[str, Any]) -> str:
     detail = r.get("detail") or {}
     if "candidates" in detail:
-        return (f"<div class=\"text\">instruction: {_e(detail.get('instruction'))}</div>"
-                + _candidates_cell({"candidates": detail["candidates"],
-                                    "pairwise_rougeL": detail.get("pairwise_rougeL", [])}))
+        return f'<div class="text">instruction: {_e(detail.get("instruction"))}</div>' + _candidates_cell(
+            {"candidates": detail["candidates"], "pairwise_rougeL": detail.get("pairwise_rougeL", [])}
+        )
     if detail.get("nearest"):
-        return f"nearest: <div class=\"text\">{_e(detail['nearest'])}</div>"
+        return f'nearest: <div class="text">{_e(detail["nearest"])}</div>'
     return ""
 
 
 def _rejected_row(r: dict[str, Any]) -> str:
     key = f"{r['stage']}: {r['reason']}"
-    cells = (_e(r["stage"]), _e(r["reason"]), _e(r["type"]), _e(r.get("model")), _score(r.get("score")),
-             f"<div class=\"text\">{_e(r.get('text'))}</div>", _rejection_detail(r),
-             f"<small>{_e(r.get('item_id'))}</small>")
-    return (f"<tr data-type=\"{_e(r['type'])}\" data-key=\"{_e(key)}\">"
-            + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    cells = (
+        _e(r["stage"]),
+        _e(r["reason"]),
+        _e(r["type"]),
+        _e(r.get("model")),
+        _score(r.get("score")),
+        f'<div class="text">{_e(r.get("text"))}</div>',
+        _rejection_detail(r),
+        f"<small>{_e(r.get('item_id'))}</small>",
+    )
+    return f'<tr data-type="{_e(r["type"])}" data-key="{_e(key)}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
-def _table(table_id: str, title: str, headers: list[str], rows: list[str], types: set[str], keys: set[str],
-           key_label: str) -> str:
+def _table(
+    table_id: str, title: str, headers: list[str], rows: list[str], types: set[str], keys: set[str], key_label: str
+) -> str:
     """A table with a search box and type / reason filters (the inline script at the end of the page)."""
-    type_options = "".join(f"<option value=\"{_e(t)}\">type {_e(t)}</option>" for t in sorted(types))
-    key_options = "".join(f"<option value=\"{_e(k)}\">{_e(k)}</option>" for k in sorted(keys, key=stage_rank))
+    type_options = "".join(f'<option value="{_e(t)}">type {_e(t)}</option>' for t in sorted(types))
+    key_options = "".join(f'<option value="{_e(k)}">{_e(k)}</option>' for k in sorted(keys, key=stage_rank))
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    return (f"<h3>{_e(title)}</h3><div class=\"filters\" data-for=\"{table_id}\">"
-            f"<input type=\"search\" placeholder=\"search\" aria-label=\"search {_e(title)}\">"
-            f"<select data-role=\"type\"><option value=\"\">all types</option>{type_options}</select>"
-            f"<select data-role=\"key\"><option value=\"\">all {key_label}</option>{key_options}</select>"
-            f"<span class=\"shown\"></span></div>"
-            f"<div class=\"scroll\"><table id=\"{table_id}\"><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
+    return (
+        f'<h3>{_e(title)}</h3><div class="filters" data-for="{table_id}">'
+        f'<input type="search" placeholder="search" aria-label="search {_e(title)}">'
+        f'<select data-role="type"><option value="">all types</option>{type_options}</select>'
+        f'<select data-role="key"><option value="">all {key_label}</option>{key_options}</select>'
+        f'<span class="shown"></span></div>'
+        f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def kept_table(run: RunData, index: int) -> str:
     headers = ["type", "instruction", "input", "output", "kept answer of", "candidates", "novelty", "id"]
-    return _table(f"kept-{index}", f"{run.label}: kept examples ({len(run.kept)})", headers,
-                  [_kept_row(row) for row in run.kept], {row["type"] for row in run.kept},
-                  {row.get("provenance", {}).get("selection", {}).get("method", "") for row in run.kept},
-                  "selections")
+    return _table(
+        f"kept-{index}",
+        f"{run.label}: kept examples ({len(run.kept)})",
+        headers,
+        [_kept_row(row) for row in run.kept],
+        {row["type"] for row in run.kept},
+        {row.get("provenance", {}).get("selection", {}).get("method", "") for row in run.kept},
+        "selections",
+    )
 
 
 def rejected_table(run: RunData, index: int) -> str:
     headers = ["stage", "reason", "type", "model", "score", "text", "detail", "id"]
-    return _table(f"rejected-{index}", f"{run.label}: rejected ({len(run.rejected)})", headers,
-                  [_rejected_row(r) for r in run.rejected], {r["type"] for r in run.rejected},
-                  {f"{r['stage']}: {r['reason']}" for r in run.rejected}, "reasons")
+    return _table(
+        f"rejected-{index}",
+        f"{run.label}: rejected ({len(run.rejected)})",
+        headers,
+        [_rejected_row(r) for r in run.rejected],
+        {r["type"] for r in run.rejected},
+        {f"{r['stage']}: {r['reason']}" for r in run.rejected},
+        "reasons",
+    )
 
 
 def key_figures(runs: list[RunData]) -> str:
     """The `stats` headline figures, one column per run."""
+
     def total(run: RunData, key: str) -> float:
         return sum(u[key] for members in run.summary["usage"].values() for u in members.values())
 
@@ -123,33 +155,43 @@ def key_figures(runs: list[RunData]) -> str:
         ("seed / config hash", lambda r: f"{r.manifest.get('seed', '')} / {r.manifest.get('config_hash', '')}"),
     ]
     head = "".join(f"<th>{_e(r.label)}</th>" for r in runs)
-    body = "".join(f"<tr><th>{_e(name)}</th>" + "".join(f"<td>{_e(get(r))}</td>" for r in runs) + "</tr>"
-                   for name, get in rows)
-    return f"<table class=\"figures\"><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join(
+        f"<tr><th>{_e(name)}</th>" + "".join(f"<td>{_e(get(r))}</td>" for r in runs) + "</tr>" for name, get in rows
+    )
+    return f'<table class="figures"><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _summary_json(run: RunData, index: int) -> str:
     # the numbers `stats --json` prints, for scripts reading the page; "</" escaped so no text ends the tag
     data = json.dumps(run.summary).replace("</", "<\\/")
-    return f"<script type=\"application/json\" id=\"summary-{index}\">{data}</script>"
+    return f'<script type="application/json" id="summary-{index}">{data}</script>'
 
 
 def render(runs: list[RunData]) -> str:
     sections: dict[str, list[str]] = {}
     for section, name, build in FIGURES:
-        sections.setdefault(section, []).append(f"<div class=\"plot\">{figure_html(build(runs), name)}</div>")
-    verdicts = "".join(f"<p class=\"verdict\" id=\"verdict-{i}\"><b>{_e(r.label)}</b>: {_e(verdict(r))}</p>"
-                       for i, r in enumerate(runs))
-    body = [f"<h1>ensemble-instruct report: {_e(' vs '.join(r.label for r in runs))}</h1>",
-            "<p class=\"paths\">" + "<br>".join(_e(r.path) for r in runs) + "</p>",
-            verdicts, key_figures(runs)]
+        sections.setdefault(section, []).append(f'<div class="plot">{figure_html(build(runs), name)}</div>')
+    verdicts = "".join(
+        f'<p class="verdict" id="verdict-{i}"><b>{_e(r.label)}</b>: {_e(verdict(r))}</p>' for i, r in enumerate(runs)
+    )
+    body = [
+        f"<h1>ensemble-instruct report: {_e(' vs '.join(r.label for r in runs))}</h1>",
+        '<p class="paths">' + "<br>".join(_e(r.path) for r in runs) + "</p>",
+        verdicts,
+        key_figures(runs),
+    ]
     for section, plots in sections.items():
-        body.append(f"<h2>{_e(section)}</h2><div class=\"grid\">{''.join(plots)}</div>")
+        body.append(f'<h2>{_e(section)}</h2><div class="grid">{"".join(plots)}</div>')
     body.append("<h2>Examples</h2>")
     for i, run in enumerate(runs):
         body += [kept_table(run, i), rejected_table(run, i), _summary_json(run, i)]
-    return PAGE.format(title=_e(" vs ".join(r.label for r in runs)), plotly=get_plotlyjs(),
-                       body="\n".join(body), version=_e(__version__), script=FILTER_SCRIPT)
+    return PAGE.format(
+        title=_e(" vs ".join(r.label for r in runs)),
+        plotly=get_plotlyjs(),
+        body="\n".join(body),
+        version=_e(__version__),
+        script=FILTER_SCRIPT,
+    )
 
 
 def write_report(run_dir: Path, out_path: Path | None = None, compare: Path | None = None) -> Path:
