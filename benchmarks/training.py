@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 
-from ensemble_instruct.measure.train import (
-    TrainConfig, _accumulate, _with_lora, collate, example_order, learning_rate, load_model, resolve_base,
-    tokenize_example,
-)
+from ensemble_instruct.measure.base import load_model, resolve_base
+from ensemble_instruct.measure.data import collate, example_order, tokenize_example
+from ensemble_instruct.measure.train import TrainConfig, _accumulate, _with_lora, learning_rate
 
 USER_ORIENTED = Path(__file__).resolve().parents[2] / "shared" / "data" / "user_oriented_instructions.jsonl"
 

@@ -19,9 +19,11 @@ pytest.importorskip("peft")
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from ensemble_instruct.errors import UserError  # noqa: E402
+from ensemble_instruct.measure.base import load_model, resolve_base  # noqa: E402
+from ensemble_instruct.measure.data import collate, example_order, tokenize_example  # noqa: E402
+from ensemble_instruct.measure.prompt import format_prompt  # noqa: E402
 from ensemble_instruct.measure.train import (  # noqa: E402
-    RECORD, TrainConfig, _accumulate, _with_lora, collate, example_order, format_prompt, learning_rate, load_model,
-    micro_batches, resolve_base, tokenize_example, train,
+    RECORD, TrainConfig, _accumulate, _with_lora, learning_rate, micro_batches, train,
 )
 
 EXAMPLES = [

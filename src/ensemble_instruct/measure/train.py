@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,23 +21,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import UserError
-from ..models import cache_dir, resolve_model, sha256_of
 from ..paths import RunPaths
-from ..store import read_jsonl, sole_writer
+from ..store import sole_writer
+from .base import DEFAULT_BASE, device, load_model, resolve_base
+from .data import collate, example_order, load_examples, tokenize_example
+from .prompt import PROMPT_FORMAT
 
-DEFAULT_BASE = "gemma-3-270m"
 RECORD = "training_record.json"
 CHECKPOINT = "checkpoint"
-# A plain instruction/input/response template, no system text: the same for training and evaluation.
-PROMPT_FORMAT = "### Instruction:\n{instruction}\n\n[### Input:\n{input}\n\n]### Response:\n{output}<eos>"
-
-
-def format_prompt(instruction: str, input_text: str = "") -> str:
-    """The text before the response; the input block is left out when there is no input."""
-    text = f"### Instruction:\n{instruction.strip()}\n\n"
-    if input_text.strip():
-        text += f"### Input:\n{input_text.strip()}\n\n"
-    return text + "### Response:\n"
 
 
 @dataclass(frozen=True)
@@ -81,147 +71,6 @@ class TrainConfig:
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# -- base models --------------------------------------------------------------------------------------
-
-
-@dataclass
-class BaseModel:
-    spec: str  # what the user named: a registry name, a GGUF file or an HF model folder
-    identity: str  # content hash: the same weights give the same identity, wherever they lie
-    hf_dir: Path  # an HF-format folder transformers loads quickly
-
-
-def _hf_dir_identity(folder: Path) -> str:
-    """Weights of a local HF folder are identified by its config and the size and time of its weight files."""
-    digest = hashlib.sha256((folder / "config.json").read_bytes())
-    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        stat = path.stat()
-        digest.update(f"{path.name} {stat.st_size} {stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
-
-
-def resolve_base(spec: str) -> BaseModel:
-    """A registry name, a local GGUF file, "hf:REPO/FILE.gguf" or a local HF model folder → an HF folder.
-    A GGUF is dequantized by transformers once and cached as safetensors: the conversion takes most of a
-    minute for Gemma's 262k-word vocabulary, loading the cached folder a few seconds."""
-    folder = Path(spec).expanduser()
-    if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            raise UserError(f"{spec}: a folder without config.json is not a model folder")
-        return BaseModel(spec, _hf_dir_identity(folder), folder)
-    gguf_path, info = resolve_model(spec)
-    sha = info.sha256 if info is not None else sha256_of(gguf_path)
-    target = cache_dir().parent / "hf" / f"{gguf_path.stem}-{sha[:12]}"
-    if not (target / "done").is_file():
-        _convert_gguf(gguf_path, target)
-    return BaseModel(spec, sha[:16], target)
-
-
-def _convert_gguf(gguf_path: Path, target: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    except (ValueError, KeyError, NotImplementedError) as err:  # an architecture transformers cannot read
-        raise UserError(f"{gguf_path}: transformers cannot load this GGUF ({err})") from None
-    # the weights are already dequantized; the GGUF marker would only stop save_pretrained
-    model.hf_quantizer = None  # type: ignore[assignment]
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    (partial / "done").write_text(f"{gguf_path.name}\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(partial, target)
-
-
-def device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_model(base: BaseModel):
-    """The base model (fp32 on CPU, bf16 on a GPU) and its tokenizer, with a pad token."""
-    import warnings
-
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own bars say what is going on
-    # PEFT 0.21 calls a transformers method that transformers 5 deprecates; nothing for users to act on
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    tokenizer = AutoTokenizer.from_pretrained(base.hf_dir)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if device() == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(base.hf_dir, dtype=dtype).to(device())  # type: ignore[arg-type]
-    return model, tokenizer
-
-
-# -- data ---------------------------------------------------------------------------------------------
-
-
-def load_examples(run_dir: Path) -> tuple[list[dict[str, str]], str]:
-    """The kept examples of a run (instruction, input, output) and a hash of exactly that content."""
-    path = RunPaths(run_dir).kept
-    if not path.is_file():
-        raise UserError(f"{path}: no such file; train reads the kept data set of a generation run")
-    examples = []
-    for number, record in enumerate(read_jsonl(path), start=1):
-        for name in ("instruction", "input", "output"):
-            if not isinstance(record.get(name), str):
-                raise UserError(f"{path}:{number}: field {name}: missing or not a string")
-        examples.append({k: record[k] for k in ("instruction", "input", "output")})
-    if not examples:
-        raise UserError(f"{path}: holds no kept examples to train on")
-    blob = json.dumps(examples, sort_keys=True, ensure_ascii=False)
-    return examples, hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def tokenize_example(tokenizer, example: dict[str, str], max_length: int) -> tuple[list[int], list[int]] | None:
-    """Token ids and labels (-100 on the prompt, so the loss is on the response only), or None when the
-    prompt alone fills max_length."""
-    prompt = tokenizer(format_prompt(example["instruction"], example["input"]))["input_ids"]
-    response = tokenizer(example["output"].strip(), add_special_tokens=False)["input_ids"]
-    ids = (prompt + response + [tokenizer.eos_token_id])[:max_length]
-    if len(ids) <= len(prompt):
-        return None
-    return ids, [-100] * len(prompt) + ids[len(prompt) :]
-
-
-def example_order(n_examples: int, step: int, batch_size: int, seed: int) -> list[int]:
-    """Indices of the examples of one optimizer step: epochs are seeded shuffles laid end to end, so the
-    order is a function of the step alone and a resumed run sees the same batches."""
-    start = step * batch_size
-    picked = []
-    for position in range(start, start + batch_size):
-        epoch, offset = divmod(position, n_examples)
-        order = list(range(n_examples))
-        random.Random(seed * 1_000_003 + epoch).shuffle(order)
-        picked.append(order[offset])
-    return picked
-
-
-def collate(rows: list[tuple[list[int], list[int]]], pad_id: int):
-    import torch
-
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id)
-    labels = torch.full((len(rows), width), -100)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row_ids, row_labels) in enumerate(rows):
-        ids[i, : len(row_ids)] = torch.tensor(row_ids)
-        labels[i, : len(row_labels)] = torch.tensor(row_labels)
-        mask[i, : len(row_ids)] = 1
-    return ids, labels, mask
 
 
 def total_steps(cfg: TrainConfig, n_examples: int) -> int:
