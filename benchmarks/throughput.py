@@ -22,7 +22,8 @@ import shutil
 import time
 from pathlib import Path
 
-from ensemble_instruct.backends.llamacpp import LlamaCppBackend, _silence_llama_log
+from ensemble_instruct.backends.llamacpp import LlamaCppBackend
+from ensemble_instruct.backends.llamacpp_context import silence_llama_log
 from ensemble_instruct.config import build_config
 from ensemble_instruct.models import member_kind, resolve_model
 from ensemble_instruct.context import RunContext
@@ -39,7 +40,7 @@ def engine_rate(path: Path) -> float:
     """Best of three: generated tokens per second of llama-cpp-python's own completion loop."""
     from llama_cpp import Llama
 
-    _silence_llama_log()
+    silence_llama_log()
     llm = Llama(model_path=str(path), n_ctx=512, n_threads=CORES, n_threads_batch=CORES, verbose=False)
     try:
         rates = []

@@ -20,140 +20,33 @@ borrows their cores.
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from . import Completion, GenParams, Likelihood, Prompt, cancel_event, cut_at_stop, params_for
+from .llamacpp_context import (
+    BLOCK,
+    Cancelled,
+    Decoding,
+    Job,
+    Slot,
+    common_prefix,
+    cores,
+    has_stop,
+    loading,
+    make_sampler,
+    prefix_groups,
+    shared_length,
+    silence_llama_log,
+)
 
 if TYPE_CHECKING:
     from ..config import MemberConfig
-
-_BLOCK = 64  # prompt tokens per evaluation block, and the most tokens of one decode call
-_quiet_callback = None
-# llama-cpp-python swaps sys.stdout and sys.stderr while it loads a model; two loads at once in two
-# threads would leave them swapped for good, so loads take turns.
-_loading = threading.Lock()
-
-
-def _silence_llama_log() -> None:
-    """llama.cpp logs model loading to stderr even with verbose=False; the progress bars need it quiet."""
-    global _quiet_callback
-    if _quiet_callback is None:
-        import llama_cpp
-
-        _quiet_callback = llama_cpp.llama_log_callback(lambda level, text, data: None)
-        llama_cpp.llama_log_set(_quiet_callback, ctypes.c_void_p(0))
-
-
-class _Cores:
-    """The machine's cores, shared by the models of this process: a model decoding alone uses them all,
-    models decoding at the same time split them (one process per model, one thread each, beats
-    oversubscribed threads)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.busy = 0
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def working(self) -> Iterator[None]:
-        with self._lock:
-            self.busy += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.busy -= 1
-
-    def share(self) -> int:
-        return max(1, self.total // max(1, self.busy))
-
-
-_cores = _Cores(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-class _Cancelled(Exception):
-    pass
-
-
-@dataclass
-class _Job:
-    """One prompt of a call: its tokens, its decoding and how many new tokens it may make."""
-
-    index: int
-    tokens: list[int]
-    params: GenParams
-    limit: int
-
-    def key(self) -> tuple:
-        p = self.params
-        return (
-            self.tokens,
-            p.temperature,
-            p.top_k,
-            p.top_p,
-            p.max_new_tokens,
-            p.min_new_tokens,
-            p.stop,
-            p.seed,
-            p.presence_penalty,
-            self.index,
-        )
-
-
-@dataclass
-class _Sequence:
-    """A job being decoded: its sampler, the tokens and bytes it made, and how it ended."""
-
-    job: _Job
-    sampler: int
-    made: list[int] = field(default_factory=list)
-    text: bytearray = field(default_factory=bytearray)
-    finish: str | None = None
-
-
-class _Slot:
-    """A llama.cpp context with room for several sequences; sequence 0 keeps the KV cache of the last
-    batch's shared prefix for the next call."""
-
-    def __init__(self, model, n_ctx: int, n_seqs: int, lora=None) -> None:
-        import llama_cpp
-        from llama_cpp._internals import LlamaBatch, LlamaContext
-
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, _BLOCK, _BLOCK
-        params.n_seq_max, params.kv_unified = n_seqs, True
-        # llama.cpp's CPU flash attention decodes a batch of long few-shot prompts 20 % slower here
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        params.n_threads = params.n_threads_batch = self.threads = 1
-        self.context = LlamaContext(model=model, params=params, verbose=False)
-        if lora is not None:
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(lora)
-            llama_cpp.llama_set_adapters_lora(self.context.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
-        self.batch = LlamaBatch(n_tokens=_BLOCK, embd=0, n_seq_max=1, verbose=False)
-        self.prefix: list[int] = []  # what sequence 0 holds in cells 0..len-1
-        self.lock = threading.Lock()
-
-    def close(self) -> None:
-        self.batch.close()
-        self.context.close()
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class LlamaCppBackend:
@@ -186,9 +79,9 @@ class LlamaCppBackend:
         self._max_seqs = max_seqs
         # a batch may hold its shared prefix plus, for every sequence, its own prompt and completion
         self._cells = n_ctx * 2 if max_seqs > 1 else n_ctx
-        _silence_llama_log()
+        silence_llama_log()
         self._lock = threading.Lock()  # guards the list of slots; each slot decodes one batch at a time
-        with _loading:
+        with loading:
             try:
                 self._model = LlamaModel(
                     path_model=str(self.model_path), params=llama_cpp.llama_model_default_params(), verbose=False
@@ -206,7 +99,7 @@ class LlamaCppBackend:
         self._end_ids = frozenset(t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
         self._pieces: dict[int, bytes] = {}
         self._template = self._model.metadata().get("tokenizer.chat_template")
-        self._slots: list[_Slot] = []
+        self._slots: list[Slot] = []
 
     @classmethod
     def from_member(cls, member: MemberConfig) -> LlamaCppBackend:
@@ -241,9 +134,9 @@ class LlamaCppBackend:
                     "", "error", len(tokens), error=f"prompt of {len(tokens)} tokens exceeds the context"
                 )
             else:
-                jobs.append(_Job(index, tokens, gp, min(gp.max_new_tokens, room)))
-        with _cores.working():
-            for group in self._groups(sorted(jobs, key=_Job.key)):
+                jobs.append(Job(index, tokens, gp, min(gp.max_new_tokens, room)))
+        with cores.working():
+            for group in prefix_groups(sorted(jobs, key=Job.key)):
                 for job, completion in zip(group, self._run_group(group)):
                     results[job.index] = completion
         return results  # type: ignore[return-value]
@@ -265,13 +158,13 @@ class LlamaCppBackend:
         shared = len(head) - 1  # the last prompt token is read with each answer, for its first logits
         n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         out = []
-        with _cores.working():
+        with cores.working():
             slot = self._acquire_slot(head[:shared])
             try:
                 self._prepare(slot, head[:shared])
                 for answer in answers:
                     full = self._model.tokenize((text + answer + end).encode("utf-8"), True, True)
-                    start = _common_prefix(head, full)
+                    start = common_prefix(head, full)
                     targets = full[start:]
                     if start < len(head) - 1 or not targets or len(full) > self.n_ctx:
                         out.append(Likelihood(float("nan"), len(targets)))
@@ -279,8 +172,8 @@ class LlamaCppBackend:
                     llama_cpp.llama_memory_seq_cp(slot.context.memory, 0, 1, 0, shared)
                     rows = [(1, pos, full[pos], True) for pos in range(shared, len(full) - 1)]
                     total = 0.0
-                    for begin in range(0, len(rows), _BLOCK):
-                        chunk = rows[begin : begin + _BLOCK]
+                    for begin in range(0, len(rows), BLOCK):
+                        chunk = rows[begin : begin + BLOCK]
                         self._decode(slot, chunk)
                         for row, (_, pos, _, _) in enumerate(chunk):
                             if pos + 1 >= start:
@@ -295,40 +188,16 @@ class LlamaCppBackend:
                 slot.lock.release()
         return out
 
-    def _groups(self, jobs: list[_Job]) -> Iterator[list[_Job]]:
-        """Consecutive jobs (in canonical order) that share their prefix block by block: a job that would cut
-        the group's shared prefix back by a block starts a group of its own."""
-        group: list[_Job] = []
-        blocks = 0
-        for job in jobs:
-            if group and len(group) > 1 and _common_prefix(group[0].tokens, job.tokens) // _BLOCK < blocks:
-                yield group
-                group = []
-            group.append(job)
-            if len(group) == 2:
-                blocks = self._shared_length(group) // _BLOCK
-        if group:
-            yield group
-
-    @staticmethod
-    def _shared_length(batch: list[_Job]) -> int:
-        """The prompt prefix all jobs share, leaving each at least one token of its own (for its logits)."""
-        first = batch[0].tokens
-        shared = min(len(j.tokens) for j in batch) - 1
-        for job in batch[1:]:
-            shared = min(shared, _common_prefix(first, job.tokens))
-        return shared
-
-    def _run_group(self, group: list[_Job]) -> list[Completion]:
+    def _run_group(self, group: list[Job]) -> list[Completion]:
         """Decode a group with at most max_seqs sequences live at once: a sequence that ends hands its place
         (and its cache cells) to the next job, so a few long answers do not leave the step half empty. Which
         job starts when depends only on the group, so the results do too."""
         import llama_cpp
 
-        shared = self._shared_length(group)
+        shared = shared_length(group)
         queue = deque(group)
-        done: dict[int, _Sequence] = {}
-        live: dict[int, _Sequence] = {}
+        done: dict[int, Decoding] = {}
+        live: dict[int, Decoding] = {}
         reading: dict[int, int] = {}  # sequence id -> next prompt position to read
         slot = self._acquire_slot(group[0].tokens[:shared])
         started = time.perf_counter()
@@ -342,7 +211,7 @@ class LlamaCppBackend:
                     done[seq.job.index] = seq
                     llama_cpp.llama_memory_seq_rm(slot.context.memory, seq_id, shared if seq_id == 0 else -1, -1)
                     llama_cpp.llama_sampler_free(seq.sampler)
-        except _Cancelled:  # cut short: not a real completion
+        except Cancelled:  # cut short: not a real completion
             return [Completion("", "error", error="cancelled")] * len(group)
         except RuntimeError as err:
             slot.prefix = []  # its cache may be half written: the next group reads its prefix afresh
@@ -355,7 +224,7 @@ class LlamaCppBackend:
         return [self._completion(done[job.index], reused if k == 0 else shared, seconds) for k, job in enumerate(group)]
 
     def _admit(
-        self, slot: _Slot, queue: deque[_Job], live: dict[int, _Sequence], reading: dict[int, int], shared: int
+        self, slot: Slot, queue: deque[Job], live: dict[int, Decoding], reading: dict[int, int], shared: int
     ) -> None:
         """Start queued jobs while a sequence id and the cells for the job's whole length are free. Each new
         sequence shares sequence 0's prefix cells."""
@@ -371,11 +240,11 @@ class LlamaCppBackend:
             seq_id = min(set(range(self._max_seqs)) - set(live))
             if seq_id:
                 llama_cpp.llama_memory_seq_cp(slot.context.memory, 0, seq_id, 0, shared)
-            live[seq_id] = _Sequence(job, self._sampler(job.params))
+            live[seq_id] = Decoding(job, make_sampler(job.params))
             reading[seq_id] = shared
             reserved += need
 
-    def _advance(self, slot: _Slot, live: dict[int, _Sequence], reading: dict[int, int]) -> None:
+    def _advance(self, slot: Slot, live: dict[int, Decoding], reading: dict[int, int]) -> None:
         """One decode call: the newest token of every generating sequence, then as much of the waiting prompts
         as the block holds. A sequence samples its first token once its last prompt token is read."""
         rows = [
@@ -386,7 +255,7 @@ class LlamaCppBackend:
         generating = len(rows)
         for seq_id in sorted(reading):
             tokens = live[seq_id].job.tokens
-            take = min(len(tokens) - reading[seq_id], _BLOCK - len(rows))
+            take = min(len(tokens) - reading[seq_id], BLOCK - len(rows))
             if take <= 0:
                 break
             rows += [
@@ -402,14 +271,14 @@ class LlamaCppBackend:
                 del reading[seq_id]
                 self._sample(slot, live[seq_id], row)
 
-    def _completion(self, seq: _Sequence, cached: int, seconds: float) -> Completion:
+    def _completion(self, seq: Decoding, cached: int, seconds: float) -> Completion:
         # the stop string check ran on the text so far; cut again where a stop spans tokens oddly
         body, _ = cut_at_stop(seq.text.decode("utf-8", "ignore"), seq.job.params.stop)
         return Completion(body, seq.finish or "stop", len(seq.job.tokens), len(seq.made), cached, seconds)
 
     # --- the cache ----------------------------------------------------------------------------------
 
-    def _acquire_slot(self, prefix: list[int]) -> _Slot:
+    def _acquire_slot(self, prefix: list[int]) -> Slot:
         """The slot for a batch, locked. Calls from several threads (the generator's instruction and instance
         stages) decode at the same time on different slots; which slot a batch gets never changes its result."""
         with self._lock:
@@ -417,13 +286,13 @@ class LlamaCppBackend:
         slot.lock.acquire()
         return slot
 
-    def _prepare(self, slot: _Slot, prefix: list[int]) -> int:
+    def _prepare(self, slot: Slot, prefix: list[int]) -> int:
         """Cut the slot's cache back to the reusable part of the prefix and read the rest of the prefix into
         sequence 0; returns how many prefix tokens came from the cache."""
         import llama_cpp
 
-        shared = _common_prefix(slot.prefix, prefix) if self._reuse_prefix else 0
-        reused = min(shared, len(prefix)) // _BLOCK * _BLOCK
+        shared = common_prefix(slot.prefix, prefix) if self._reuse_prefix else 0
+        reused = min(shared, len(prefix)) // BLOCK * BLOCK
         memory = slot.context.memory
         if reused == 0:
             llama_cpp.llama_memory_clear(memory, False)
@@ -432,20 +301,20 @@ class LlamaCppBackend:
             for seq_id in range(1, self._max_seqs):
                 llama_cpp.llama_memory_seq_rm(memory, seq_id, -1, -1)
         slot.prefix = prefix[:reused]
-        for start in range(reused, len(prefix), _BLOCK):  # blocks aligned to absolute positions
-            self._decode(slot, [(0, pos, prefix[pos], False) for pos in range(start, min(start + _BLOCK, len(prefix)))])
+        for start in range(reused, len(prefix), BLOCK):  # blocks aligned to absolute positions
+            self._decode(slot, [(0, pos, prefix[pos], False) for pos in range(start, min(start + BLOCK, len(prefix)))])
         slot.prefix = list(prefix)
         return reused
 
-    def _pick_slot(self, prefix: list[int]) -> _Slot:
+    def _pick_slot(self, prefix: list[int]) -> Slot:
         """The slot sharing the longest prefix; when none shares a block, a new one while there is room,
         else the least recently used of the idle ones. Used slots move to the end."""
-        shared = {id(slot): _common_prefix(slot.prefix, prefix) if self._reuse_prefix else 0 for slot in self._slots}
+        shared = {id(slot): common_prefix(slot.prefix, prefix) if self._reuse_prefix else 0 for slot in self._slots}
         best = max(self._slots, key=lambda slot: shared[id(slot)], default=None)
-        if best is not None and shared[id(best)] >= _BLOCK:
+        if best is not None and shared[id(best)] >= BLOCK:
             self._slots.remove(best)
         elif len(self._slots) < self._max_slots:
-            best = _Slot(self._model, self._cells, self._max_seqs, self._lora)
+            best = Slot(self._model, self._cells, self._max_seqs, self._lora)
         else:
             best = next((slot for slot in self._slots if not slot.lock.locked()), self._slots[0])
             self._slots.remove(best)
@@ -454,16 +323,16 @@ class LlamaCppBackend:
 
     # --- decoding -----------------------------------------------------------------------------------
 
-    def _decode(self, slot: _Slot, rows: list[tuple[int, int, int, bool]]) -> None:
+    def _decode(self, slot: Slot, rows: list[tuple[int, int, int, bool]]) -> None:
         """One llama_decode call of (sequence, position, token, wants logits) rows. A thread working ahead
         of its consumer stops here once it is told to (see backends.cancel_event)."""
         import llama_cpp
 
         cancel = cancel_event.get()
         if cancel is not None and cancel.is_set():
-            raise _Cancelled
+            raise Cancelled
 
-        threads = self.n_threads or _cores.share()
+        threads = self.n_threads or cores.share()
         if threads != slot.threads:
             llama_cpp.llama_set_n_threads(slot.context.ctx, threads, threads)
             slot.threads = threads
@@ -476,7 +345,7 @@ class LlamaCppBackend:
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
 
-    def _sample(self, slot: _Slot, seq: _Sequence, row: int) -> None:
+    def _sample(self, slot: Slot, seq: Decoding, row: int) -> None:
         """Sample the sequence's next token from logits row `row` of the last decode, then decide whether
         it ends there: an end-of-generation token, a stop string or its token limit."""
         import llama_cpp
@@ -492,16 +361,10 @@ class LlamaCppBackend:
             return
         seq.made.append(token)
         seq.text += self._piece(token)
-        if params.stop and self._has_stop(seq):
+        if params.stop and has_stop(seq):
             seq.finish = "stop"
         elif len(seq.made) >= seq.job.limit:
             seq.finish = "length"
-
-    @staticmethod
-    def _has_stop(seq: _Sequence) -> bool:
-        window = max(len(s) for s in seq.job.params.stop) + 64  # bytes: the newest token and a stop string
-        tail = bytes(seq.text[-window:]).decode("utf-8", "ignore")
-        return any(s and s in tail for s in seq.job.params.stop)
 
     def _piece(self, token: int, special: bool = False) -> bytes:
         key = -token - 1 if special else token
@@ -512,32 +375,6 @@ class LlamaCppBackend:
             n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, special)
             self._pieces[key] = buffer.raw[: max(n, 0)]
         return self._pieces[key]
-
-    def _sampler(self, params: GenParams) -> int:
-        """llama.cpp's own sampler chain for one sequence: presence penalty over the completion, then
-        greedy, or top-k, top-p and temperature with the sequence's seed."""
-        import llama_cpp
-
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-
-        def add(sampler: int) -> None:
-            llama_cpp.llama_sampler_chain_add(chain, sampler)
-
-        if params.presence_penalty:
-            # penalties look back over the whole completion; the binding names an extra leading n_vocab
-            # argument that llama.cpp's C function no longer has, so the window is passed in both places
-            window = max(1, params.max_new_tokens)
-            add(llama_cpp.llama_sampler_init_penalties(window, window, 1.0, 0.0, params.presence_penalty))
-        if params.temperature <= 0:
-            add(llama_cpp.llama_sampler_init_greedy())
-            return chain
-        if params.top_k > 0:
-            add(llama_cpp.llama_sampler_init_top_k(params.top_k))
-        if params.top_p < 1.0:
-            add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-        add(llama_cpp.llama_sampler_init_temp(params.temperature))
-        add(llama_cpp.llama_sampler_init_dist(params.seed & 0xFFFFFFFF))
-        return chain
 
     def close(self) -> None:
         with self._lock:
