@@ -29,7 +29,10 @@ from ensemble_instruct.backends import make_backend
 from ensemble_instruct.config import MemberConfig, build_config
 from ensemble_instruct.measure.evaluation import EvalItem, file_hash, load_tasks
 from ensemble_instruct.models import cache_dir
+from ensemble_instruct.ensemble import decide
+from ensemble_instruct.models import member_kind
 from ensemble_instruct.outputs import generate_outputs
+from ensemble_instruct.records import Candidate
 from ensemble_instruct.prompts import build_zero_shot
 from ensemble_instruct.rouge import rouge_l
 from ensemble_instruct.records import Instance
@@ -41,7 +44,6 @@ MEMBERS = {
     "smollm2": "smollm2-135m-instruct",
     "gemma": "gemma-3-270m",
 }
-STOPS = ("end_of_turn", "blank_line")
 SAMPLING = {"temperature": 0.7, "top_k": 50}  # several answers of one member, for a minimum-Bayes-risk choice
 Rule = Callable[["Item", Sequence[str]], "str | None"]  # the member whose answer is kept, or None: dropped
 
@@ -218,24 +220,112 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def blank_line(answer: Answer) -> Answer:
+    """The answer as the method's blank-line stop would have cut it (derived: the text up to its first blank
+    line; a batch decoded with other sequences could differ in rare near ties)."""
+    text, cut, _ = answer.text.partition("\n\n")
+    return Answer(text.strip(), "stop" if cut or answer.finish == "stop" else answer.finish, answer.tokens,
+                  answer.seconds)
+
+
+def with_stop(items: Sequence[Item], stop: str, chat: set[str]) -> list[Item]:
+    """The items as members with the given stop policy would have answered them."""
+    if stop == "end_of_turn":
+        return list(items)
+    out = []
+    for item in items:
+        answers = {m: blank_line(a) if m in chat else a for m, a in item.answers.items()}
+        quality = {m: reference_score(a.text, item.references) for m, a in answers.items()}
+        out.append(Item(item.file, item.half, item.instruction, item.input, item.references, answers, quality))
+    return out
+
+
+def decided(rule: str, hygiene: bool, prefer: Sequence[str] = ()) -> Rule:
+    """The pipeline's own stage 4 (ensemble.decide) over an item's answers, the first member as generator."""
+
+    def pick(item: Item, members: Sequence[str]) -> str | None:
+        cands = [Candidate(k, m, "generator" if k == 0 else "extra", "zero_shot", item.answers[m].text,
+                           finish_reason=item.answers[m].finish) for k, m in enumerate(members)]
+        verdict = decide(cands, item.instruction, item.input, rule=rule, hygiene=hygiene, prefer=prefer)
+        return members[verdict.chosen] if verdict.kept and verdict.chosen is not None else None
+
+    return pick
+
+
+def oracle(item: Item, members: Sequence[str]) -> str:
+    return max(members, key=lambda m: item.quality[m])
+
+
+def by_strength(items: Sequence[Item], members: Sequence[str]) -> list[str]:
+    """Members, strongest first by their mean score on the fitting items: the 'preferred' rule's order."""
+    return sorted(members, key=lambda m: -float(np.mean([it.quality[m] for it in items])))
+
+
+def table(title: str, items: Sequence[Item], lineup: Sequence[str], prefer: Sequence[str]) -> str:
+    rules: dict[str, Rule] = {f"{m} alone": (lambda m: lambda item, members: m)(m) for m in lineup}
+    rules |= {"oracle (best answer per item)": oracle,
+              "medoid, no hygiene (the method)": decided("medoid", hygiene=False),
+              "medoid + hygiene": decided("medoid", hygiene=True),
+              "preferred + hygiene (default)": decided("preferred", hygiene=True, prefer=prefer)}
+    lines = [f"**{title}** ({len(items)} items; generator {lineup[0]})", "",
+             "| rule | all items | vs best member | kept items | best member on them | vs it | kept | "
+             "generator on kept / dropped |", "|---|---|---|---|---|---|---|---|"]
+    for name, rule in rules.items():
+        r = summarize(items, rule, lineup[0], lineup)
+        a, k = r["vs_best"], r["vs_best_kept"]
+        lines.append(f"| {name} | {r['all']:.1f} | {a[0]:+.1f} [{a[1]:+.1f}, {a[2]:+.1f}] | {r['kept']:.1f} | "
+                     f"{r['best_kept']:.1f} | {k[0]:+.1f} [{k[1]:+.1f}, {k[2]:+.1f}] | {r['share']:.0%} | "
+                     f"{r['gen_kept']:.1f} / {r['gen_dropped']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def member_table(files: dict[str, list[Item]], members: Sequence[str], chat: set[str]) -> str:
+    lines = ["| member | " + " | ".join(f"{f} (end of turn / blank line)" for f in files) + " | cut at the limit | "
+             "seconds per answer |", "|---" * (len(files) + 3) + "|"]
+    for m in members:
+        cells = []
+        for items in files.values():
+            cut = with_stop(items, "blank_line", chat)
+            cells.append(f"{np.mean([i.quality[m] for i in items]):.1f} / {np.mean([i.quality[m] for i in cut]):.1f}")
+        every = [i.answers[m] for items in files.values() for i in items]
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {np.mean([a.finish == 'length' for a in every]):.0%} | "
+                     f"{np.mean([a.seconds for a in every]):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", action="append", type=Path, default=[], help="task files to report on")
     parser.add_argument("--fit", action="append", type=Path, default=[], help="task files to fit on ('default': the shipped seeds that are not demos)")
     parser.add_argument("--member", action="append", default=[], help="NAME=MODEL (default: the four shipped)")
-    parser.add_argument("--stop", action="append", choices=STOPS, default=[])
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--cache", type=Path, default=cache_dir().parent / "selection")
     parser.add_argument("--collect-only", action="store_true")
+    parser.add_argument("--lineup", action="append", default=[],
+                        help="comma-separated members, generator first (repeatable; default: all members)")
     args = parser.parse_args()
     members = dict(m.split("=", 1) for m in args.member) or MEMBERS
     args.cache.mkdir(parents=True, exist_ok=True)
     fit = [seeds_outside_demos(args.cache) if str(f) == "default" else f for f in args.fit]
     for path in [*fit, *args.tasks]:
         items = load_tasks(path)
-        for stop in args.stop or STOPS:
-            for member, model in members.items():
-                collect(member, model, stop, path, items, args.cache, args.max_new_tokens)
+        for member, model in members.items():
+            collect(member, model, "end_of_turn", path, items, args.cache, args.max_new_tokens)
+    if args.collect_only:
+        return
+    chat = {m for m, model in members.items() if member_kind(MemberConfig(name=m, model=model)) == "instruct"}
+    loaded = {p.stem: load_items(p, members, "end_of_turn", args.cache, args.max_new_tokens) for p in [*fit, *args.tasks]}
+    fitting = [i for p in fit for i in loaded[p.stem]]
+    print("## Members alone\n")
+    print(member_table(loaded, list(members), chat))
+    for lineup in [x.split(",") for x in args.lineup] or [list(members)]:
+        prefer = by_strength(fitting, lineup)
+        print(f"## Lineup {', '.join(lineup)}; preferred order from the fitting items: {', '.join(prefer)}\n")
+        for p in args.tasks:
+            for half, name in ((0, "tuning half"), (1, "report half")):
+                items = [i for i in loaded[p.stem] if i.half == half]
+                print(table(f"{p.stem}, {name}", items, lineup, prefer))
+            print(table(f"{p.stem}, all", loaded[p.stem], lineup, prefer))
 
 
 if __name__ == "__main__":

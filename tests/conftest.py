@@ -97,6 +97,11 @@ def qwen_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen15_path() -> Path:
+    return _model("qwen2.5-coder-1.5b-instruct")
+
+
+@pytest.fixture(scope="session")
 def smollm2(smollm2_path):
     from ensemble_instruct.backends.llamacpp import LlamaCppBackend
 

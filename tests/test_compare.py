@@ -27,7 +27,7 @@ def test_the_three_data_sets_differ_only_in_the_recipe():
     assert [(c.method, c.ensemble) for c in configs.values()] == [
         ("ensemble-instruct", True), ("ensemble-instruct", False), ("self-instruct", True)]
     assert {(c.seed, c.target(), c.seeds, tuple(m.model for m in c.members)) for c in configs.values()} == {
-        (5, 10, "default", ("qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct", "gemma-3-270m"))}
+        (5, 10, "default", ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct"))}
 
 
 def test_every_data_set_gets_the_same_steps():
@@ -90,7 +90,7 @@ def test_the_papers_claims_are_measured_where_both_sides_were_scored():
 
 
 @pytest.mark.slow
-def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Path, monkeypatch, qwen_path,
+def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Path, monkeypatch, qwen_path, qwen15_path,
                                                                      smollm2_path, gemma_path):
     out = tmp_path / "compare"
     train_cfg = TrainConfig(base="smollm2-135m-instruct", max_steps=2, batch_size=2, max_length=96)

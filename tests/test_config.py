@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 import yaml
 
-from ensemble_instruct.config import RunConfig, build_config, default_members, load_config
+from ensemble_instruct.config import FAITHFUL, RunConfig, build_config, default_members, load_config
 from ensemble_instruct.errors import UserError
 
 SCRIPTED = [
@@ -23,7 +23,7 @@ def write(tmp_path, data, name="run.yaml"):
 # -- defaults ---------------------------------------------------------------------------------------
 
 
-def test_defaults_are_the_papers(tmp_path):
+def test_defaults_are_the_papers_where_the_paper_decides(tmp_path):
     cfg = load_config(write(tmp_path, ""))
     assert cfg == load_config(None)
     assert cfg.method == "ensemble-instruct" and cfg.ensemble is True
@@ -42,7 +42,12 @@ def test_defaults_are_the_papers(tmp_path):
     assert s.temperature == 0  # greedy
     assert (s.max_new_tokens, s.min_new_tokens) == (256, 1)
     assert cfg.consensus.threshold == 0.01
-    assert cfg.consensus.rule == "medoid"
+    # beyond the paper, chosen with benchmarks/selection.py: chat members end at their end of turn, answers
+    # are screened before the vote, and the strongest member's answer is kept; --faithful restores the paper
+    assert (cfg.outputs.stop, cfg.consensus.hygiene, cfg.consensus.rule) == ("end_of_turn", True, "preferred")
+    paper = load_config(None, FAITHFUL)
+    assert (paper.outputs.stop, paper.consensus.hygiene, paper.consensus.rule) == ("blank_line", False, "medoid")
+    assert paper.drop_input_copies is False
     assert cfg.instructions.novelty_threshold == 0.7
     assert cfg.members == default_members()
     assert cfg.members_with("instructions") and cfg.members_with("instances")
@@ -229,10 +234,10 @@ def test_content_hash_is_stable_for_the_same_settings(tmp_path):
     assert base.content_hash() == load_config(None).content_hash()
     assert len(base.content_hash()) == 16
     # defaults spelled out, keys in another order, the same value through an override
-    explicit = write(tmp_path, {"consensus": {"rule": "medoid", "threshold": 0.01}, "seed": 42,
+    explicit = write(tmp_path, {"consensus": {"rule": "preferred", "threshold": 0.01}, "seed": 42,
                                 "instances": {"sampling": {"max_new_tokens": 512}}}, "explicit.yaml")
     assert load_config(explicit).content_hash() == base.content_hash()
-    reordered = write(tmp_path, "seed: 42\nconsensus:\n  threshold: 0.01\n  rule: medoid\n", "reordered.yaml")
+    reordered = write(tmp_path, "seed: 42\nconsensus:\n  threshold: 0.01\n  rule: preferred\n", "reordered.yaml")
     assert load_config(reordered).content_hash() == base.content_hash()
     assert load_config(None, {"instructions.sampling.temperature": 0.7}).content_hash() == base.content_hash()
     # a round trip through the dumped form
@@ -295,7 +300,7 @@ def test_content_hash_ignores_settings_that_do_not_change_the_data(override):
 def test_set_reaches_list_items_by_position_or_name(tmp_path):
     by_position = load_config(None, {"members.1.model": "my.gguf", "members.0.n_threads": 1})
     assert [m.model for m in by_position.members][1] == "my.gguf" and by_position.members[0].n_threads == 1
-    by_name = load_config(None, {"members.smollm2-135m.model": "my.gguf"})
+    by_name = load_config(None, {"members.qwen2.5-coder-1.5b.model": "my.gguf"})
     assert [m.model for m in by_name.members] == [m.model for m in by_position.members]
     assert by_name.members[0] == default_members()[0]
     # the items of a list given in a file are reached the same way
@@ -325,3 +330,8 @@ def test_prefer_names_members():
     with pytest.raises(UserError, match=r"field consensus.prefer: no member named 'x' \(members: "):
         load_config(None, {"consensus.prefer": ["x"]})
     assert load_config(None, {"consensus.prefer": ["smollm2-135m"]}).consensus.prefer == ["smollm2-135m"]
+
+
+def test_set_reaches_a_member_whose_name_holds_dots():
+    cfg = load_config(None, {"members.qwen2.5-coder-0.5b.n_threads": 1})
+    assert cfg.members[0].name == "qwen2.5-coder-0.5b" and cfg.members[0].n_threads == 1

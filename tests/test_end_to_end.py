@@ -21,7 +21,7 @@ def generate(out, *extra, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, qwen_path, smollm2_path, gemma_path):
+def reference_run(tmp_path_factory, qwen_path, qwen15_path, smollm2_path):
     out = tmp_path_factory.mktemp("e2e") / "whole"
     done = generate(out)
     assert done.returncode == 0, done.stderr
@@ -36,11 +36,16 @@ def test_generate_writes_examples_with_provenance(reference_run):
         assert row["instruction"].strip() and row["output"].strip()
         assert (row["input"].strip() != "") == (row["type"] == "A")
         cands = row["provenance"]["candidates"]
-        assert [c["model"] for c in cands] == ["qwen2.5-coder-0.5b", "smollm2-135m", "gemma-3-270m"]
+        assert [c["model"] for c in cands] == ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m"]
         assert "|EoS|" not in row["instruction"] + row["input"] + row["output"]
-        # rows whose kept output Gemma wrote must say so, and only those (Qwen writes the rest)
-        chosen = row["provenance"]["selection"]["chosen_model"]
-        assert row["provenance"]["restricted_terms"] == (["gemma-3-270m"] if chosen == "gemma-3-270m" else [])
+        # the kept answer is the strongest member's that voted
+        voted = [c["model"] for c in cands if c["dropped"] is None]
+        selection = row["provenance"]["selection"]
+        strongest = next(m for m in ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "smollm2-135m") if m in voted)
+        assert selection["method"] == "preferred" and selection["chosen_model"] == strongest
+        assert cands[selection["chosen_index"]]["model"] == strongest and row["output"] == cands[
+            selection["chosen_index"]]["text"]
+        assert row["provenance"]["restricted_terms"] == []  # no member of the default has restrictive terms
     summary = json.loads((out / "summary.json").read_text())
     assert summary["kept"] == 4 and summary["cached_share"] > 0.3
     assert "Funnel" in done.stdout and "Dropped, and why" in done.stdout

@@ -27,6 +27,7 @@ WHOLE = b"".join(PIECES)
 def fake_info(sha256: str = hashlib.sha256(WHOLE).hexdigest(), **changes) -> ModelInfo:
     fields = dict(
         name="tiny-test-model",
+        seed_score=0.0,
         kind="instruct",
         params="1K",
         licence="Apache-2.0",
@@ -238,3 +239,13 @@ def test_assemble_real_smollm2_into_a_fresh_cache(tmp_path, monkeypatch):
     assert (resolved, resolved_info) == (path, info)
     assert path.stat().st_mtime_ns == mtime
     assert sorted(os.listdir(path.parent)) == [info.filename, info.filename + ".lock", info.filename + ".sha256"]
+
+
+def test_preference_puts_unknown_models_first_then_the_shipped_ones_by_strength():
+    from ensemble_instruct.config import MemberConfig
+    from ensemble_instruct.models import preference
+
+    members = [MemberConfig(name=n, model=m) for n, m in (
+        ("small", "smollm2-135m-instruct"), ("mine", "my-own.gguf"), ("big", "qwen2.5-coder-1.5b-instruct"),
+        ("mid", "qwen2.5-coder-0.5b-instruct"), ("served", "Qwen/Qwen2.5-7B-Instruct"))]
+    assert preference(members) == ["mine", "served", "big", "mid", "small"]

@@ -55,7 +55,7 @@ def config(**overrides):
     # these tests are of the pipeline's logic, so hygiene is off unless a test turns it on
     data = {"members": members, "type_a": {"target": 6}, "type_b": {"target": 4},
             "instructions": {"batch_size": 3}, "exports": ["jsonl", "alpaca", "messages"],
-            "consensus": {"hygiene": False}}
+            "consensus": {"hygiene": False, "rule": "medoid"}}
     return build_config({**data, **overrides})
 
 

@@ -344,7 +344,7 @@ SMALL = ["-n", "2", "--set", "instructions.batch_size=2", "--quiet"]
 
 
 @pytest.mark.slow
-def test_report_of_a_real_model_run(browser, tmp_path, qwen_path, smollm2_path, gemma_path):
+def test_report_of_a_real_model_run(browser, tmp_path, qwen_path, qwen15_path, smollm2_path):
     out = tmp_path / "real"
     done = subprocess.run([sys.executable, "-m", "ensemble_instruct", "generate", "--out", str(out), *SMALL],
                           check=False, capture_output=True, text=True, timeout=900)

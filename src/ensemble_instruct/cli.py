@@ -82,6 +82,11 @@ def seeds(path: str) -> None:
     type=click.Choice(["medoid", "first_of_best_pair", "preferred"]),
     help="How the kept answer is chosen: by agreement, or the strongest member's (consensus.prefer).",
 )
+@click.option(
+    "--faithful",
+    is_flag=True,
+    help="The method as published: blank-line stops, no answer hygiene, the medoid of the vote.",
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any configuration field.")
 @click.option("--force", is_flag=True, help="Start over in an output directory from another configuration.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -95,12 +100,13 @@ def generate(
     method: str | None,
     no_ensemble: bool,
     rule: str | None,
+    faithful: bool,
     sets: tuple[str, ...],
     force: bool,
     quiet: bool,
 ) -> None:
     """Generate a data set; kept examples go to OUT/data.jsonl."""
-    from .config import load_config
+    from .config import FAITHFUL, load_config
     from .run import run_generation
 
     flags: dict[str, Any] = {
@@ -113,8 +119,8 @@ def generate(
         "types": list(types) if types else None,
         "ensemble": False if no_ensemble else None,
     }
-    overrides = {k: v for k, v in flags.items() if v is not None} | overrides_from(sets)
-    cfg = load_config(config_path, overrides)
+    overrides = (FAITHFUL if faithful else {}) | {k: v for k, v in flags.items() if v is not None}
+    cfg = load_config(config_path, overrides | overrides_from(sets))
     summary = run_generation(cfg, out_dir, force=force, console=None if quiet else console)
     print_summary(summary, out_dir)
     from .report import write_report

