@@ -1,5 +1,7 @@
 """The run configuration: the paper's defaults, nested overrides, and one-line errors naming file and field."""
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 import yaml
@@ -335,3 +337,10 @@ def test_prefer_names_members():
 def test_set_reaches_a_member_whose_name_holds_dots():
     cfg = load_config(None, {"members.qwen2.5-coder-0.5b.n_threads": 1})
     assert cfg.members[0].name == "qwen2.5-coder-0.5b" and cfg.members[0].n_threads == 1
+
+
+def test_the_shipped_configurations_load():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    assert load_config(root / "paper.yaml") == load_config(None, FAITHFUL)
+    fast = load_config(root / "fast.yaml")
+    assert [m.model for m in fast.members] == ["qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct", "gemma-3-270m"]
