@@ -32,7 +32,7 @@ def judge_instance(
     task: Task, text: str, finish_reason: str, error: str | None, model: str, cfg: RunConfig
 ) -> Instance | Rejection:
     def reject(reason: str, **detail: object) -> Rejection:
-        return Rejection("instance_parse", task.id, reason, task.type, text, model, detail=dict(detail))
+        return Rejection("instance_parse", task.id, reason, type=task.type, text=text, model=model, detail=dict(detail))
 
     if error:
         return reject("backend_error", error=error)

@@ -95,7 +95,7 @@ def sample_round(
         else:
             result.rejections.append(
                 Rejection(
-                    "backend", item, "backend_error", result.type, model=backend.name, detail={"error": done.error}
+                    "backend", item, "backend_error", type=result.type, model=backend.name, detail={"error": done.error}
                 )
             )
 
@@ -124,23 +124,32 @@ def _judge(
     item: str,
 ) -> Task | Rejection:
     if truncated:
-        return Rejection("instruction_filter", item, "truncated", task_type, text, model)
+        return Rejection("instruction_filter", item, "truncated", type=task_type, text=text, model=model)
     icfg = cfg.instructions
     if reason := check_instruction(text, icfg.min_words, icfg.max_words):
-        return Rejection("instruction_filter", item, reason, task_type, text, model)
+        return Rejection("instruction_filter", item, reason, type=task_type, text=text, model=model)
     if text in pool.texts:
-        return Rejection("instruction_filter", item, "duplicate", task_type, text, model, 1.0, {"nearest": text})
+        return Rejection(
+            "instruction_filter",
+            item,
+            "duplicate",
+            type=task_type,
+            text=text,
+            model=model,
+            score=1.0,
+            detail={"nearest": text},
+        )
     found = pool.index.query(text, top_k=10, with_mean=True)
     if not found.is_novel:
         return Rejection(
             "novelty",
             item,
             "rouge_l_above_threshold",
-            task_type,
-            text,
-            model,
-            found.max_score,
-            {"nearest": found.nearest, "top_similar": found.top},
+            type=task_type,
+            text=text,
+            model=model,
+            score=found.max_score,
+            detail={"nearest": found.nearest, "top_similar": found.top},
         )
     pool.add(text)
     return Task.new(

@@ -259,7 +259,12 @@ class EnsembleInstruct:
         self.ctx.store.add_rejection(
             to_json(
                 Rejection(
-                    "backend", member, "member_down", "", model=member, detail={"error": error, "continuing_with": left}
+                    "backend",
+                    member,
+                    "member_down",
+                    type="",
+                    model=member,
+                    detail={"error": error, "continuing_with": left},
                 )
             )
         )
@@ -289,11 +294,11 @@ class EnsembleInstruct:
                     "ensemble",
                     inst.id,
                     decision.reason,
-                    inst.type,
-                    inst.output,
-                    inst.model,
-                    decision.min_score,
-                    {
+                    type=inst.type,
+                    text=inst.output,
+                    model=inst.model,
+                    score=decision.min_score,
+                    detail={
                         "instruction": inst.instruction,
                         "input": inst.input,
                         "candidates": stored_candidates(cands, decision),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from typing import Any
 
 
@@ -114,6 +114,7 @@ class Rejection:
     stage: str  # instruction_filter | novelty | instance_parse | ensemble | backend
     item_id: str
     reason: str
+    _: KW_ONLY
     type: str
     text: str = ""
     model: str = ""

@@ -27,8 +27,7 @@ def open_members(cfg: RunConfig) -> dict[str, Backend]:
     try:
         for member in cfg.members:
             backends[member.name] = make_backend(member)
-            if check := getattr(backends[member.name], "check", None):
-                check()  # a server that is down fails the run now, not after every prompt's retries
+            backends[member.name].check()  # a server that is down fails the run now, not after every retry
     except BaseException:
         close_all(backends)
         raise

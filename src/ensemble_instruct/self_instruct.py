@@ -119,7 +119,9 @@ class SelfInstruct:
         for item, done in sample_round(result, prompt, params, self.ctx.backends[writer], self.cfg):
             if done.finish_reason == "length":  # the recipe drops a completion cut by the limit
                 result.rejections.append(
-                    Rejection("instruction_filter", item, "truncated_completion", ALL, done.text, writer)
+                    Rejection(
+                        "instruction_filter", item, "truncated_completion", type=ALL, text=done.text, model=writer
+                    )
                 )
                 continue
             judge_pieces(result, [(text, False) for text in parse_instructions(done.text)], pool, demos, self.cfg, item)
@@ -186,7 +188,7 @@ class SelfInstruct:
     def _judge_examples(self, task: Task, written: Written, done: Completion, model: str) -> None:
         def reject(reason: str, text: str, **detail: Any) -> None:
             written.rejections.append(
-                Rejection("instance_parse", task.id, reason, ALL, text, model, detail=dict(detail))
+                Rejection("instance_parse", task.id, reason, type=ALL, text=text, model=model, detail=dict(detail))
             )
 
         if not done.ok:

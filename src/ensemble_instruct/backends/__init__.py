@@ -75,6 +75,9 @@ class Backend(Protocol):
 
     def generate(self, prompts: Sequence[Prompt], params: GenParams | Sequence[GenParams]) -> list[Completion]: ...
 
+    def check(self) -> None:
+        """Raise BackendError, in one line, if the model cannot answer at all (a server that is down)."""
+
     def close(self) -> None: ...
 
 

@@ -376,6 +376,9 @@ class LlamaCppBackend:
             self._pieces[key] = buffer.raw[: max(n, 0)]
         return self._pieces[key]
 
+    def check(self) -> None:
+        pass  # the model loaded, or the backend would not exist
+
     def close(self) -> None:
         with self._lock:
             for slot in self._slots:

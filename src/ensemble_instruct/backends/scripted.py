@@ -41,5 +41,8 @@ class ScriptedBackend:
             out.append(reply)
         return out
 
+    def check(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
