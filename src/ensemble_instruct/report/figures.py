@@ -158,19 +158,27 @@ def length_figure(runs: list[RunData], field: str, title: str) -> go.Figure:
     return _finish(fig, title, "no kept examples", barmode="overlay", xaxis_title="words", yaxis_title="examples")
 
 
-def novelty_figure(runs: list[RunData]) -> go.Figure:
+def _score_histograms(
+    runs: list[RunData], series: Callable[[RunData], dict[str, list[float]]], threshold: tuple[str, str], mark: str
+) -> go.Figure:
+    """Overlaid histograms of scores in 0..1 (each run's named series), with the configured threshold marked."""
     fig = go.Figure()
     bins = {"start": 0, "end": 1.0001, "size": 0.05}
     for run in runs:
+        for name, values in series(run).items():
+            fig.add_trace(go.Histogram(name=_trace_name(run, runs, name), x=values, xbins=bins, opacity=0.65))
+    _mark_threshold(fig, (r.setting(*threshold) for r in runs), mark)
+    return fig
+
+
+def novelty_figure(runs: list[RunData]) -> go.Figure:
+    def series(run: RunData) -> dict[str, list[float]]:
         accepted = [t["novelty_max"] for r in run.rounds for t in r.get("tasks", []) if "novelty_max" in t]
         rejected = [r["score"] for r in run.rejected if r["stage"] == "novelty" and r.get("score") is not None]
-        fig.add_trace(go.Histogram(name=_trace_name(run, runs, "accepted"), x=accepted, xbins=bins, opacity=0.65))
-        fig.add_trace(
-            go.Histogram(name=_trace_name(run, runs, "rejected by novelty"), x=rejected, xbins=bins, opacity=0.65)
-        )
-    _mark_threshold(fig, (r.setting("instructions", "novelty_threshold") for r in runs), "threshold")
+        return {"accepted": accepted, "rejected by novelty": rejected}
+
     return _finish(
-        fig,
+        _score_histograms(runs, series, ("instructions", "novelty_threshold"), "threshold"),
         "Highest Rouge-L of each new instruction to the pool",
         "no instruction scored yet",
         barmode="overlay",
@@ -180,9 +188,7 @@ def novelty_figure(runs: list[RunData]) -> go.Figure:
 
 
 def agreement_figure(runs: list[RunData]) -> go.Figure:
-    fig = go.Figure()
-    bins = {"start": 0, "end": 1.0001, "size": 0.05}
-    for run in runs:
+    def series(run: RunData) -> dict[str, list[float]]:
         kept = [s for row in run.kept for _, _, s in row["provenance"].get("pairwise_rougeL", [])]
         dropped = [
             s
@@ -190,16 +196,11 @@ def agreement_figure(runs: list[RunData]) -> go.Figure:
             if r["stage"] == "ensemble"
             for _, _, s in r.get("detail", {}).get("pairwise_rougeL", [])
         ]
-        fig.add_trace(
-            go.Histogram(name=_trace_name(run, runs, "pairs of kept examples"), x=kept, xbins=bins, opacity=0.65)
-        )
-        fig.add_trace(
-            go.Histogram(name=_trace_name(run, runs, "pairs of rejected examples"), x=dropped, xbins=bins, opacity=0.65)
-        )
-    _mark_threshold(fig, (r.setting("consensus", "threshold") for r in runs), "keep above")
+        return {"pairs of kept examples": kept, "pairs of rejected examples": dropped}
+
     title = "Pairwise Rouge-L between candidate outputs<br><sup>exact matches are decided without Rouge-L</sup>"
     return _finish(
-        fig,
+        _score_histograms(runs, series, ("consensus", "threshold"), "keep above"),
         title,
         "no pairwise scores (exact matches or single outputs only)",
         barmode="overlay",

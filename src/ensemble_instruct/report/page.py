@@ -109,29 +109,19 @@ def _table(
 
 
 def kept_table(run: RunData, index: int) -> str:
+    methods = {row.get("provenance", {}).get("selection", {}).get("method", "") for row in run.kept}
     headers = ["type", "instruction", "input", "output", "kept answer of", "candidates", "novelty", "id"]
-    return _table(
-        f"kept-{index}",
-        f"{run.label}: kept examples ({len(run.kept)})",
-        headers,
-        [_kept_row(row) for row in run.kept],
-        {row["type"] for row in run.kept},
-        {row.get("provenance", {}).get("selection", {}).get("method", "") for row in run.kept},
-        "selections",
-    )
+    rows = [_kept_row(row) for row in run.kept]
+    title = f"{run.label}: kept examples ({len(run.kept)})"
+    return _table(f"kept-{index}", title, headers, rows, {row["type"] for row in run.kept}, methods, "selections")
 
 
 def rejected_table(run: RunData, index: int) -> str:
+    reasons = {f"{r['stage']}: {r['reason']}" for r in run.rejected}
     headers = ["stage", "reason", "type", "model", "score", "text", "detail", "id"]
-    return _table(
-        f"rejected-{index}",
-        f"{run.label}: rejected ({len(run.rejected)})",
-        headers,
-        [_rejected_row(r) for r in run.rejected],
-        {r["type"] for r in run.rejected},
-        {f"{r['stage']}: {r['reason']}" for r in run.rejected},
-        "reasons",
-    )
+    rows = [_rejected_row(r) for r in run.rejected]
+    title = f"{run.label}: rejected ({len(run.rejected)})"
+    return _table(f"rejected-{index}", title, headers, rows, {r["type"] for r in run.rejected}, reasons, "reasons")
 
 
 def key_figures(runs: list[RunData]) -> str:
