@@ -101,6 +101,25 @@ def qwen15_path() -> Path:
     return _model("qwen2.5-coder-1.5b-instruct")
 
 
+# The smallest run of the embedded default ensemble that passes every stage: one task of each type.
+SMALL_RUN = ["-n", "1", "--set", "instructions.batch_size=2", "--quiet"]
+
+
+def generate_cli(out: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ensemble_instruct", "generate", "--out", str(out), *SMALL_RUN,
+                           *extra], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory, qwen_path, qwen15_path, smollm2_path) -> tuple[Path, subprocess.CompletedProcess]:
+    """One uninterrupted run of the CLI on the embedded default ensemble, shared by the tests that read it (they
+    copy it before they write into it) and by those that compare a killed and resumed run with it."""
+    out = tmp_path_factory.mktemp("default") / "whole"
+    done = generate_cli(out)
+    assert done.returncode == 0, done.stderr
+    return out, done
+
+
 @pytest.fixture(scope="session")
 def smollm2(smollm2_path):
     from ensemble_instruct.backends.llamacpp import LlamaCppBackend

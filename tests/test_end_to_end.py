@@ -12,26 +12,13 @@ import pytest
 
 from ensemble_instruct.store import read_jsonl
 
-SMALL = ["-n", "2", "--set", "instructions.batch_size=2", "--quiet"]
+from conftest import SMALL_RUN, generate_cli
 
 
-def generate(out, *extra, timeout=600):
-    return subprocess.run([sys.executable, "-m", "ensemble_instruct", "generate", "--out", str(out), *SMALL, *extra],
-                          capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, qwen_path, qwen15_path, smollm2_path):
-    out = tmp_path_factory.mktemp("e2e") / "whole"
-    done = generate(out)
-    assert done.returncode == 0, done.stderr
-    return out, done
-
-
-def test_generate_writes_examples_with_provenance(reference_run):
-    out, done = reference_run
+def test_generate_writes_examples_with_provenance(default_run):
+    out, done = default_run
     rows = list(read_jsonl(out / "data.jsonl"))
-    assert sorted(r["type"] for r in rows) == ["A", "A", "B", "B"]
+    assert sorted(r["type"] for r in rows) == ["A", "B"]
     for row in rows:
         assert row["instruction"].strip() and row["output"].strip()
         assert (row["input"].strip() != "") == (row["type"] == "A")
@@ -47,21 +34,21 @@ def test_generate_writes_examples_with_provenance(reference_run):
             selection["chosen_index"]]["text"]
         assert row["provenance"]["restricted_terms"] == []  # no member of the default has restrictive terms
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["kept"] == 4 and summary["cached_share"] > 0.3
+    assert summary["kept"] == 2 and summary["cached_share"] > 0.3
     assert "Funnel" in done.stdout and "Dropped, and why" in done.stdout
     assert (out / "export" / "messages.jsonl").exists()
 
 
-def test_same_seed_same_data(reference_run, tmp_path):
-    out, _ = reference_run
-    assert generate(tmp_path / "again").returncode == 0
+def test_same_seed_same_data(default_run, tmp_path):
+    out, _ = default_run
+    assert generate_cli(tmp_path / "again").returncode == 0
     assert list(read_jsonl(tmp_path / "again" / "data.jsonl")) == list(read_jsonl(out / "data.jsonl"))
 
 
-def test_sigkill_mid_run_then_resume(reference_run, tmp_path):
-    out, _ = reference_run
+def test_sigkill_mid_run_then_resume(default_run, tmp_path):
+    out, _ = default_run
     broken = tmp_path / "broken"
-    cmd = [sys.executable, "-m", "ensemble_instruct", "generate", "--out", str(broken), *SMALL]
+    cmd = [sys.executable, "-m", "ensemble_instruct", "generate", "--out", str(broken), *SMALL_RUN]
     for wait_for in ("instructions.jsonl", "instances.jsonl", "outputs.jsonl"):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 300
@@ -71,7 +58,7 @@ def test_sigkill_mid_run_then_resume(reference_run, tmp_path):
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    done = generate(broken)
+    done = generate_cli(broken)
     assert done.returncode == 0, done.stderr
     assert list(read_jsonl(broken / "data.jsonl")) == list(read_jsonl(out / "data.jsonl"))
     ids = [r["id"] for r in read_jsonl(broken / "data.jsonl")]
@@ -106,15 +93,15 @@ def keys(run_dir):
 
 
 @pytest.mark.slow
-def test_many_random_sigkills_lose_and_duplicate_nothing(reference_run, tmp_path):
+def test_many_random_sigkills_lose_and_duplicate_nothing(default_run, tmp_path):
     """SIGKILL at random moments after the run has written something new, resume, and again; the
     finished data set equals the uninterrupted run's, with no record missing, repeated or torn."""
-    out, _ = reference_run
+    out, _ = default_run
     rng = random.Random(2023)
     broken = tmp_path / "broken"
     kills = finished_runs = 0
     while kills < KILLS:
-        cmd = [sys.executable, "-m", "ensemble_instruct", "generate", "--out", str(broken), *SMALL]
+        cmd = [sys.executable, "-m", "ensemble_instruct", "generate", "--out", str(broken), *SMALL_RUN]
         before = run_bytes(broken)
         log = tmp_path / f"attempt{kills}.log"
         with open(log, "w") as sink:
@@ -134,7 +121,7 @@ def test_many_random_sigkills_lose_and_duplicate_nothing(reference_run, tmp_path
         proc.wait()
         kills += 1
         assert_every_line_whole(broken)
-    done = generate(broken)
+    done = generate_cli(broken)
     assert done.returncode == 0, done.stderr
     assert list(read_jsonl(broken / "data.jsonl")) == list(read_jsonl(out / "data.jsonl"))
     print(f"{kills} kills survived across {finished_runs + 1} runs")
@@ -143,10 +130,10 @@ def test_many_random_sigkills_lose_and_duplicate_nothing(reference_run, tmp_path
         assert sorted(map(str, found)) == sorted(map(str, keys(out)[name])), f"records differ in {name}"
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(reference_run, tmp_path, ctrl_c_raises):
-    out, _ = reference_run
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(default_run, tmp_path, ctrl_c_raises):
+    out, _ = default_run
     broken = tmp_path / "interrupted"
-    cmd = [sys.executable, "-m", "ensemble_instruct", "generate", "--out", str(broken), *SMALL]
+    cmd = [sys.executable, "-m", "ensemble_instruct", "generate", "--out", str(broken), *SMALL_RUN]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     while not (broken / "stages" / "outputs.jsonl").exists() and time.monotonic() < deadline:
@@ -155,6 +142,6 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(reference_run, tmp_path, ct
     said, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "Run the same command again to resume" in said and "Traceback" not in said
-    done = generate(broken)
+    done = generate_cli(broken)
     assert done.returncode == 0, done.stderr
     assert list(read_jsonl(broken / "data.jsonl")) == list(read_jsonl(out / "data.jsonl"))
