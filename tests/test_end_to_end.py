@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from ensemble_instruct.store import read_jsonl
-
 from conftest import SMALL_RUN, generate_cli
+from ensemble_instruct.store import read_jsonl
 
 
 def test_generate_writes_examples_with_provenance(default_run):
