@@ -29,7 +29,7 @@ from ensemble_instruct.backends import make_backend
 from ensemble_instruct.config import MemberConfig, build_config
 from ensemble_instruct.measure.evaluation import EvalItem, file_hash, load_tasks
 from ensemble_instruct.models import cache_dir
-from ensemble_instruct.ensemble import decide
+from ensemble_instruct.ensemble import decide, screen
 from ensemble_instruct.models import member_kind
 from ensemble_instruct.outputs import generate_outputs
 from ensemble_instruct.records import Candidate
@@ -164,6 +164,7 @@ class Item:
     references: tuple[str, ...]
     answers: dict[str, Answer]  # member -> its answer
     quality: dict[str, float]  # member -> Rouge-L x100 of its answer against the references
+    likelihood: dict[str, float] | None = None  # member -> the scorer's mean log-probability of its answer
 
 
 def half_of(item: EvalItem) -> int:
@@ -252,6 +253,21 @@ def decided(rule: str, hygiene: bool, prefer: Sequence[str] = ()) -> Rule:
     return pick
 
 
+def likeliest(hygiene_vote: Rule) -> Rule:
+    """The vote decides whether the item is kept; the answer kept is the voter the scorer finds likeliest
+    (mean log-probability per token given the zero-shot prompt)."""
+
+    def pick(item: Item, members: Sequence[str]) -> str | None:
+        if item.likelihood is None or hygiene_vote(item, members) is None:
+            return None
+        cands = [Candidate(k, m, "generator" if k == 0 else "extra", "zero_shot", item.answers[m].text,
+                           finish_reason=item.answers[m].finish) for k, m in enumerate(members)]
+        voters = [m for k, m in enumerate(members) if k not in screen(cands, item.instruction, item.input, True, True)]
+        return max(voters, key=lambda m: item.likelihood[m]) if voters else None
+
+    return pick
+
+
 def oracle(item: Item, members: Sequence[str]) -> str:
     return max(members, key=lambda m: item.quality[m])
 
@@ -267,6 +283,8 @@ def table(title: str, items: Sequence[Item], lineup: Sequence[str], prefer: Sequ
               "medoid, no hygiene (the method)": decided("medoid", hygiene=False),
               "medoid + hygiene": decided("medoid", hygiene=True),
               "preferred + hygiene (default)": decided("preferred", hygiene=True, prefer=prefer)}
+    if all(item.likelihood for item in items):
+        rules["hygiene vote, likeliest answer"] = likeliest(decided("medoid", hygiene=True))
     lines = [f"**{title}** ({len(items)} items; generator {lineup[0]})", "",
              "| rule | all items | vs best member | kept items | best member on them | vs it | kept | "
              "generator on kept / dropped |", "|---|---|---|---|---|---|---|---|"]
@@ -301,6 +319,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--cache", type=Path, default=cache_dir().parent / "selection")
     parser.add_argument("--collect-only", action="store_true")
+    parser.add_argument("--likelihood", metavar="NAME=MODEL",
+                        help="score every answer with this model's likelihood (prefill only) for the rule that keeps "
+                             "the likeliest voter")
     parser.add_argument("--lineup", action="append", default=[],
                         help="comma-separated members, generator first (repeatable; default: all members)")
     args = parser.parse_args()
@@ -316,6 +337,13 @@ def main() -> None:
     chat = {m for m, model in members.items() if member_kind(MemberConfig(name=m, model=model)) == "instruct"}
     loaded = {p.stem: load_items(p, members, "end_of_turn", args.cache, args.max_new_tokens) for p in [*fit, *args.tasks]}
     fitting = [i for p in fit for i in loaded[p.stem]]
+    if args.likelihood:
+        scorer, model = args.likelihood.split("=", 1)
+        for p in args.tasks:
+            answers = {m: {i: it.answers[m] for i, it in enumerate(loaded[p.stem])} for m in members}
+            scores = collect_likelihoods(scorer, model, p, load_tasks(p), answers, args.cache)
+            for i, item in enumerate(loaded[p.stem]):
+                item.likelihood = scores[i]
     print("## Members alone\n")
     print(member_table(loaded, list(members), chat))
     for lineup in [x.split(",") for x in args.lineup] or [list(members)]:
