@@ -18,8 +18,7 @@ import argparse
 import hashlib
 import json
 import time
-from collections.abc import Callable
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +26,13 @@ import numpy as np
 
 from ensemble_instruct.backends import make_backend
 from ensemble_instruct.config import MemberConfig, build_config
-from ensemble_instruct.measure.evaluation import EvalItem, file_hash, load_tasks
-from ensemble_instruct.models import cache_dir
 from ensemble_instruct.ensemble import decide, screen
-from ensemble_instruct.models import member_kind
+from ensemble_instruct.measure.evaluation import EvalItem, file_hash, load_tasks
+from ensemble_instruct.models import cache_dir, member_kind
 from ensemble_instruct.outputs import generate_outputs
-from ensemble_instruct.records import Candidate
 from ensemble_instruct.prompts import build_zero_shot
+from ensemble_instruct.records import Candidate, Instance
 from ensemble_instruct.rouge import rouge_l
-from ensemble_instruct.records import Instance
 from ensemble_instruct.seeds import data_path, load_demos
 
 MEMBERS = {
@@ -241,13 +238,18 @@ def with_stop(items: Sequence[Item], stop: str, chat: set[str]) -> list[Item]:
     return out
 
 
+def candidates(item: Item, members: Sequence[str]) -> list[Candidate]:
+    """The members' answers to an item as stage 4 sees them, the first member as generator."""
+    return [Candidate(k, m, "generator" if k == 0 else "extra", "zero_shot", item.answers[m].text,
+                      finish_reason=item.answers[m].finish) for k, m in enumerate(members)]
+
+
 def decided(rule: str, hygiene: bool, prefer: Sequence[str] = ()) -> Rule:
     """The pipeline's own stage 4 (ensemble.decide) over an item's answers, the first member as generator."""
 
     def pick(item: Item, members: Sequence[str]) -> str | None:
-        cands = [Candidate(k, m, "generator" if k == 0 else "extra", "zero_shot", item.answers[m].text,
-                           finish_reason=item.answers[m].finish) for k, m in enumerate(members)]
-        verdict = decide(cands, item.instruction, item.input, rule=rule, hygiene=hygiene, prefer=prefer)
+        verdict = decide(candidates(item, members), item.instruction, item.input, rule=rule, hygiene=hygiene,
+                         prefer=prefer)
         return members[verdict.chosen] if verdict.kept and verdict.chosen is not None else None
 
     return pick
@@ -260,9 +262,8 @@ def likeliest(hygiene_vote: Rule) -> Rule:
     def pick(item: Item, members: Sequence[str]) -> str | None:
         if item.likelihood is None or hygiene_vote(item, members) is None:
             return None
-        cands = [Candidate(k, m, "generator" if k == 0 else "extra", "zero_shot", item.answers[m].text,
-                           finish_reason=item.answers[m].finish) for k, m in enumerate(members)]
-        voters = [m for k, m in enumerate(members) if k not in screen(cands, item.instruction, item.input, True, True)]
+        screened = screen(candidates(item, members), item.instruction, item.input, True, True)
+        voters = [m for k, m in enumerate(members) if k not in screened]
         return max(voters, key=lambda m: item.likelihood[m]) if voters else None
 
     return pick
@@ -277,8 +278,12 @@ def by_strength(items: Sequence[Item], members: Sequence[str]) -> list[str]:
     return sorted(members, key=lambda m: -float(np.mean([it.quality[m] for it in items])))
 
 
+def alone(member: str) -> Rule:
+    return lambda item, members: member
+
+
 def table(title: str, items: Sequence[Item], lineup: Sequence[str], prefer: Sequence[str]) -> str:
-    rules: dict[str, Rule] = {f"{m} alone": (lambda m: lambda item, members: m)(m) for m in lineup}
+    rules: dict[str, Rule] = {f"{m} alone": alone(m) for m in lineup}
     rules |= {"oracle (best answer per item)": oracle,
               "medoid, no hygiene (the method)": decided("medoid", hygiene=False),
               "medoid + hygiene": decided("medoid", hygiene=True),
@@ -314,7 +319,8 @@ def member_table(files: dict[str, list[Item]], members: Sequence[str], chat: set
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", action="append", type=Path, default=[], help="task files to report on")
-    parser.add_argument("--fit", action="append", type=Path, default=[], help="task files to fit on ('default': the shipped seeds that are not demos)")
+    parser.add_argument("--fit", action="append", type=Path, default=[],
+                        help="task files to fit on ('default': the shipped seeds that are not demos)")
     parser.add_argument("--member", action="append", default=[], help="NAME=MODEL (default: the four shipped)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--cache", type=Path, default=cache_dir().parent / "selection")
@@ -335,7 +341,8 @@ def main() -> None:
     if args.collect_only:
         return
     chat = {m for m, model in members.items() if member_kind(MemberConfig(name=m, model=model)) == "instruct"}
-    loaded = {p.stem: load_items(p, members, "end_of_turn", args.cache, args.max_new_tokens) for p in [*fit, *args.tasks]}
+    loaded = {p.stem: load_items(p, members, "end_of_turn", args.cache, args.max_new_tokens)
+              for p in [*fit, *args.tasks]}
     fitting = [i for p in fit for i in loaded[p.stem]]
     if args.likelihood:
         scorer, model = args.likelihood.split("=", 1)
