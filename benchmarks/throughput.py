@@ -25,8 +25,8 @@ from pathlib import Path
 from ensemble_instruct.backends.llamacpp import LlamaCppBackend
 from ensemble_instruct.backends.llamacpp_context import silence_llama_log
 from ensemble_instruct.config import build_config
-from ensemble_instruct.models import member_kind, resolve_model
 from ensemble_instruct.context import RunContext
+from ensemble_instruct.models import member_kind, resolve_model
 from ensemble_instruct.pipeline import EnsembleInstruct
 from ensemble_instruct.seeds import load_demos, load_seeds
 from ensemble_instruct.stats import summarize

@@ -8,9 +8,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
@@ -143,13 +143,15 @@ CASES = [
     Case("set-through-a-scalar", ["generate", "--config", "cfg.yaml", "--set", "type_a.target.x=1"],
          ["--set type_a.target.x", "not a section"]),
     Case("types-bogus", ["generate", "--config", "cfg.yaml", "--types", "X"], ["--types", "'X'"]),
-    Case("num-negative", ["generate", "--config", "cfg.yaml", "-n", "-1"], ["type_a.target", "greater than or equal to 0"]),
+    Case("num-negative", ["generate", "--config", "cfg.yaml", "-n", "-1"],
+         ["type_a.target", "greater than or equal to 0"]),
     Case("rule-bogus", ["generate", "--config", "cfg.yaml", "--rule", "bogus"], ["--rule", "'bogus'"]),
     Case("seed-not-a-number", ["generate", "--config", "cfg.yaml", "--seed", "abc"], ["--seed", "'abc'"]),
     Case("unknown-flag", ["generate", "--config", "cfg.yaml", "--colour", "red"], ["--colour"]),
     # model paths
     Case("model-missing-path", ["generate", "--config", "model.yaml"],
-         ["absent.gguf", "not a known model", "smollm2-135m-instruct"], {"model.yaml": config(member_config("absent.gguf"))}),
+         ["absent.gguf", "not a known model", "smollm2-135m-instruct"],
+         {"model.yaml": config(member_config("absent.gguf"))}),
     Case("model-text-file", ["generate", "--config", "model.yaml"], ["notes.gguf", "not a GGUF model file"],
          {"model.yaml": config(member_config("notes.gguf")), "notes.gguf": "these are notes, not weights\n"}),
     Case("model-empty-file", ["generate", "--config", "model.yaml"], ["empty.gguf", "not a GGUF model file"],

@@ -14,8 +14,14 @@ import yaml
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from ensemble_instruct.measure import compare as compare_module  # noqa: E402
-from ensemble_instruct.measure.compare import (compare, data_configs, differences, paired_difference,  # noqa: E402
-                                       shared_budget, to_markdown)
+from ensemble_instruct.measure.compare import (  # noqa: E402
+    compare,
+    data_configs,
+    differences,
+    paired_difference,
+    shared_budget,
+    to_markdown,
+)
 from ensemble_instruct.measure.train import TrainConfig  # noqa: E402
 
 SHIPPED = Path(str(files("ensemble_instruct") / "data" / "eval_tasks.jsonl"))

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 import yaml
+from pydantic import ValidationError
 
 from ensemble_instruct.config import FAITHFUL, RunConfig, build_config, default_members, load_config
 from ensemble_instruct.errors import UserError
@@ -66,7 +66,8 @@ def test_nested_override_keeps_sibling_defaults(tmp_path):
 
 def test_type_b_override_keeps_type_b_defaults(tmp_path):
     cfg = load_config(write(tmp_path, {"type_b": {"target": 7}, "type_a": {"seed_demos": 10}}))
-    assert (cfg.type_b.target, cfg.type_b.seed_demos, cfg.type_b.synthetic_demos, cfg.type_b.instance_demos) == (7, 8, 2, 15)
+    type_b = cfg.type_b
+    assert (type_b.target, type_b.seed_demos, type_b.synthetic_demos, type_b.instance_demos) == (7, 8, 2, 15)
     assert (cfg.type_a.target, cfg.type_a.seed_demos, cfg.type_a.instance_demos) == (100, 10, 18)
 
 
@@ -121,7 +122,8 @@ BAD = [
     ("members-not-list", {"members": {"a": 1}}, None, ["field members", "list"]),
     ("negative-target", {"type_a": {"target": -1}}, None, ["field type_a.target", "greater than or equal to 0"]),
     ("zero-seed-demos", {"type_b": {"seed_demos": 0}}, None, ["field type_b.seed_demos"]),
-    ("threshold-above-1", {"consensus": {"threshold": 1.5}}, None, ["field consensus.threshold", "less than or equal to 1"]),
+    ("threshold-above-1", {"consensus": {"threshold": 1.5}}, None,
+     ["field consensus.threshold", "less than or equal to 1"]),
     ("novelty-zero", {"instructions": {"novelty_threshold": 0}}, None, ["field instructions.novelty_threshold"]),
     ("top-p-zero", {"outputs": {"sampling": {"top_p": 0}}}, None, ["field outputs.sampling.top_p"]),
     ("negative-temperature", {"instances": {"sampling": {"temperature": -0.1}}}, None,

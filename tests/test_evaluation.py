@@ -14,8 +14,8 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from ensemble_instruct.measure import evaluation  # noqa: E402
 from ensemble_instruct.errors import UserError  # noqa: E402
+from ensemble_instruct.measure import evaluation  # noqa: E402
 from ensemble_instruct.measure.evaluation import EvalItem, cut_answer, load_tasks, rouge_l, score, select  # noqa: E402
 
 SHIPPED = Path(str(files("ensemble_instruct") / "data" / "eval_tasks.jsonl"))

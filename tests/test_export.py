@@ -4,12 +4,12 @@ import json
 import sys
 
 import pytest
-from test_pipeline import agreeing, backends, config
 
 from ensemble_instruct.cli import main
 from ensemble_instruct.export import export
 from ensemble_instruct.run import run_generation
 from ensemble_instruct.store import read_jsonl
+from test_pipeline import agreeing, backends, config
 
 
 @pytest.fixture(scope="module")

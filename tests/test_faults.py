@@ -8,8 +8,6 @@ import time
 from collections import Counter
 
 import pytest
-from faultproxy import KINDS, FaultProxy, always, first_attempts, seeded
-from test_pipeline import writer
 
 from ensemble_instruct.backends import BackendError, Completion, GenParams, make_backend
 from ensemble_instruct.backends.openai_compat import HttpBackend
@@ -17,6 +15,8 @@ from ensemble_instruct.backends.scripted import ScriptedBackend
 from ensemble_instruct.config import build_config
 from ensemble_instruct.run import run_generation
 from ensemble_instruct.store import read_jsonl
+from faultproxy import KINDS, FaultProxy, always, first_attempts, seeded
+from test_pipeline import writer
 
 # The client's timeout: well above the server's latency on a busy 2-core machine, so that every timeout
 # the backend counts is one the proxy caused, and short enough that stalls keep the tests fast.

@@ -1,4 +1,4 @@
-"""The code's habits, checked with the tests: ruff's lint and format, and mypy, over the package."""
+"""The code's habits, checked with the tests: ruff's lint over the package, its tests and benchmarks; its format and mypy over the package."""
 
 import subprocess
 import sys
@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("command", [
-    ["ruff", "check", "src"],
+    ["ruff", "check", "src", "tests", "benchmarks"],
     ["ruff", "format", "--check", "src"],
     ["mypy"],
 ], ids=["ruff-check", "ruff-format", "mypy"])

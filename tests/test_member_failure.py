@@ -9,7 +9,6 @@ from ensemble_instruct.replay import MemberDown
 from ensemble_instruct.run import run_generation
 from ensemble_instruct.stats import summarize
 from ensemble_instruct.store import read_jsonl
-
 from test_pipeline import agreeing, backends, config, writer
 
 

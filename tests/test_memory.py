@@ -13,7 +13,6 @@ from ensemble_instruct.pipeline import EnsembleInstruct
 from ensemble_instruct.prompts import INSTRUCTION_HEADER
 from ensemble_instruct.seeds import load_demos, load_seeds
 from ensemble_instruct.store import RunStore
-
 from test_pipeline import agreeing
 
 # made-up words, so that random instructions stay below the novelty threshold

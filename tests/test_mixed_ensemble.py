@@ -1,12 +1,11 @@
 """One ensemble, two kinds of backend: a local member and a member behind a real OpenAI-compatible server."""
 
-from test_pipeline import writer
-
 from ensemble_instruct.backends import make_backend
 from ensemble_instruct.backends.scripted import ScriptedBackend
 from ensemble_instruct.config import build_config
 from ensemble_instruct.run import run_generation
 from ensemble_instruct.store import read_jsonl
+from test_pipeline import writer
 
 
 def test_local_and_http_members_in_one_run(tmp_path, smollm2_server):

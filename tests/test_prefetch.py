@@ -54,10 +54,9 @@ def test_a_producer_error_is_raised_in_the_consumer_after_the_items_before_it(er
         raise error
 
     got = []
-    with pytest.raises(type(error)):
-        with Prefetch(produce) as items:
-            for k in items:
-                got.append(k)
+    with pytest.raises(type(error)), Prefetch(produce) as items:
+        for k in items:
+            got.append(k)
     assert got == [1, 2]
 
 

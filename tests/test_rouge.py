@@ -12,7 +12,12 @@ from rouge_score import rouge_scorer, tokenizers
 
 from ensemble_instruct import rouge
 from ensemble_instruct.rouge import (
-    NoveltyIndex, NoveltyResult, pairwise_rouge_l, rouge_l, rouge_l_tokens, tokenize,
+    NoveltyIndex,
+    NoveltyResult,
+    pairwise_rouge_l,
+    rouge_l,
+    rouge_l_tokens,
+    tokenize,
 )
 
 TOKENIZERS = {stem: tokenizers.DefaultTokenizer(stem) for stem in (True, False)}
@@ -24,7 +29,7 @@ def ref(target: str, prediction: str, stem: bool) -> float:
 
 
 # Words chosen to collide after lowercasing, splitting or Porter stemming.
-WORDS = ("the a an of to and is are run runs running ran cat cats Cats dog dogs ponies pony caresses "
+WORDS = ("the a an of to and is are run runs running ran cat cats Cats dog dogs ponies pony caresses "  # noqa: SIM905
          "generously generous sized size 1 2 22 007 x yy zzz naïve café über e-mail don't U.S. 3.14 "
          "Write write writing List the-the ok").split()
 ODD = ["", " ", "\t\n  ", "...", "!?;:", "—", "é", "日本語", "🙂", "İstanbul", "\u212a", "ǅ", "Straße", "１２３",

@@ -23,7 +23,13 @@ from ensemble_instruct.measure.base import load_model, resolve_base  # noqa: E40
 from ensemble_instruct.measure.data import collate, example_order, tokenize_example  # noqa: E402
 from ensemble_instruct.measure.prompt import format_prompt  # noqa: E402
 from ensemble_instruct.measure.train import (  # noqa: E402
-    RECORD, TrainConfig, _accumulate, _with_lora, learning_rate, micro_batches, train,
+    RECORD,
+    TrainConfig,
+    _accumulate,
+    _with_lora,
+    learning_rate,
+    micro_batches,
+    train,
 )
 
 EXAMPLES = [
