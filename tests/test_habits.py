@@ -1,4 +1,5 @@
-"""The code's habits, checked with the tests: ruff's lint over the package, its tests and benchmarks; its format and mypy over the package."""
+"""The code's habits, checked with the tests: ruff's lint over the package, its tests and benchmarks; ruff's
+format and mypy over the package."""
 
 import subprocess
 import sys
