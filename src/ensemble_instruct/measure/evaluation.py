@@ -33,7 +33,10 @@ from .prompt import PROMPT_FORMAT, format_prompt
 from .tasks import METRIC, EvalItem, file_hash, load_tasks, rouge_l, score, select
 
 __all__ = ["MAX_NEW_TOKENS", "EvalItem", "cut_answer", "evaluate", "load_tasks", "rouge_l", "score", "select"]
-ANSWER_BLOCK = 64  # answers made (and cached) per call: enough for full decode batches
+# Answers made (and cached) per call: a kill loses at most one block, and each block's last, longest answers
+# decode with the decode step part empty (on the user-oriented instructions, 2.71 min in blocks of 252 against
+# 2.91 in blocks of 128).
+ANSWER_BLOCK = 256
 
 
 def default_cache() -> Path:
@@ -93,23 +96,26 @@ def evaluate(
         "subjects": [s.label for s in target.subjects],
         "files": {},
     }
-    for path, items in files:
-        indices = select(items, limit)
-        scores = {}
-        for subject in target.subjects:
-            cache_file = _cache_file(cache, subject, file_hash(path), max_new_tokens, answerer.name)
-            answers = _answer(
-                answerer,
-                subject,
-                items,
-                indices,
-                cache_file,
-                max_new_tokens,
-                console,
-                f"{subject.label} on {path.name}",
-            )
-            scores[subject.label] = score(items, indices, answers)
-        results["files"][str(path)] = scores
+    try:
+        for path, items in files:
+            indices = select(items, limit)
+            scores = {}
+            for subject in target.subjects:
+                cache_file = _cache_file(cache, subject, file_hash(path), max_new_tokens, answerer.name)
+                answers = _answer(
+                    answerer,
+                    subject,
+                    items,
+                    indices,
+                    cache_file,
+                    max_new_tokens,
+                    console,
+                    f"{subject.label} on {path.name}",
+                )
+                scores[subject.label] = score(items, indices, answers)
+            results["files"][str(path)] = scores
+    finally:
+        answerer.close()
     return results
 
 
