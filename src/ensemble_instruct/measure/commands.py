@@ -31,13 +31,13 @@ def _training_options(command):
         click.option(
             "--micro-batch-tokens",
             type=int,
-            help="Padded tokens per forward pass; a step's examples go together by length [default: 1024].",
+            help="Padded tokens per forward pass; a step's examples go together by length [default: 512].",
         ),
         click.option("--max-length", type=int, help="Tokens per example, prompt and response [default: 512]."),
         click.option("--lora-r", type=int, help="LoRA rank [default: 16]."),
         click.option("--lora-alpha", type=int, help="LoRA alpha [default: 32]."),
         click.option("--save-every", type=int, help="Steps between checkpoints [default: 25]."),
-        click.option("--train-seed", type=int, help="Seed of the LoRA init, dropout and data order [default: 42]."),
+        click.option("--train-seed", type=int, help="Seed of the LoRA init and the data order [default: 42]."),
     ]
     for option in reversed(options):
         command = option(command)

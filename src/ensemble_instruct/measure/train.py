@@ -42,12 +42,15 @@ class TrainConfig:
     warmup_ratio: float = 0.03  # linear warm-up, then linear decay to 0
     batch_size: int = 8  # examples per optimizer step
     # padded tokens per forward pass: a step's examples are sorted by length and cut into micro batches of
-    # at most this size, so short examples go together and little is padding
-    micro_batch_tokens: int = 1024
+    # at most this size, so short examples go together and little is padding (on two cores, 512 trained
+    # 10 % faster than 1,024 and 4,096 40 % slower: CPU matrix products gain little from larger batches)
+    micro_batch_tokens: int = 512
     max_length: int = 512  # prompt + response tokens; longer examples lose the end of their response
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    # no dropout in the adapter: on a CPU its random masks took a tenth of a step, and a rank-16 adapter
+    # trained for a few epochs has little to overfit with (Unsloth's default is 0 too)
+    lora_dropout: float = 0.0
     lora_targets: str = "all-linear"  # every linear layer of attention and MLP, not the output head
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -133,7 +136,7 @@ def _fit(
     base = resolve_base(cfg.base)
     import torch
 
-    torch.manual_seed(cfg.seed)  # LoRA's initial weights and dropout
+    torch.manual_seed(cfg.seed)  # LoRA's initial weights (and dropout, if set)
     model, tokenizer = load_model(base)
     peft_model = _with_lora(model, cfg)
     rows = [tokenize_example(tokenizer, e, cfg.max_length) for e in examples]
