@@ -328,6 +328,8 @@ def main() -> None:
     parser.add_argument("--likelihood", metavar="NAME=MODEL",
                         help="score every answer with this model's likelihood (prefill only) for the rule that keeps "
                              "the likeliest voter")
+    parser.add_argument("--prefer", help="comma-separated members, strongest first, for the 'preferred' rule "
+                                             "(default: ranked by their score on the --fit items)")
     parser.add_argument("--lineup", action="append", default=[],
                         help="comma-separated members, generator first (repeatable; default: all members)")
     args = parser.parse_args()
@@ -354,8 +356,8 @@ def main() -> None:
     print("## Members alone\n")
     print(member_table(loaded, list(members), chat))
     for lineup in [x.split(",") for x in args.lineup] or [list(members)]:
-        prefer = by_strength(fitting, lineup)
-        print(f"## Lineup {', '.join(lineup)}; preferred order from the fitting items: {', '.join(prefer)}\n")
+        prefer = [m for m in args.prefer.split(",") if m in lineup] if args.prefer else by_strength(fitting, lineup)
+        print(f"## Lineup {', '.join(lineup)}; preferred order: {', '.join(prefer)}\n")
         for p in args.tasks:
             for half, name in ((0, "tuning half"), (1, "report half")):
                 items = [i for i in loaded[p.stem] if i.half == half]
