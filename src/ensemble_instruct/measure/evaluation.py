@@ -33,10 +33,6 @@ from .prompt import PROMPT_FORMAT, format_prompt
 from .tasks import METRIC, EvalItem, file_hash, load_tasks, rouge_l, score, select
 
 __all__ = ["MAX_NEW_TOKENS", "EvalItem", "cut_answer", "evaluate", "load_tasks", "rouge_l", "score", "select"]
-# Answers made (and cached) per call: a kill loses at most one block, and each block's last, longest answers
-# decode with the decode step part empty (on the user-oriented instructions, 2.71 min in blocks of 252 against
-# 2.91 in blocks of 128).
-ANSWER_BLOCK = 256
 
 
 def default_cache() -> Path:
@@ -149,8 +145,8 @@ def _answer(
         with progress, open(path, "a", encoding="utf-8") as fh:
             bar = progress.add_task(label, total=len(indices), completed=len(indices) - len(todo), rate="")
             started = time.perf_counter()
-            for start in range(0, len(todo), ANSWER_BLOCK):
-                block = todo[start : start + ANSWER_BLOCK]
+            for start in range(0, len(todo), answerer.block):
+                block = todo[start : start + answerer.block]
                 prompts = [format_prompt(items[i].instruction, items[i].input) for i in block]
                 for i, text in zip(block, answerer.answer(subject, prompts, max_new_tokens)):
                     answers[i] = text
