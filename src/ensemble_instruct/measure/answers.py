@@ -96,7 +96,7 @@ class LlamaCppAnswers:
     # Sequences per decode step, measured on the 252 user-oriented instructions with Gemma-3-270M on two cores:
     # 8 took 2.55 min, 16 took 2.71 and 32 took 3.29. Every live sequence pays for the output layer (262k words
     # for Gemma), so more of them add work faster than they share the weights' reads.
-    SEQUENCES = 8
+    sequences = 8
     # Answers made (and cached) per call: a kill loses at most one block, and each block's last, longest answers
     # decode with the step part empty (16 sequences: 2.71 min in blocks of 252 against 2.91 in blocks of 128).
     block = 256
@@ -121,7 +121,7 @@ class LlamaCppAnswers:
 
             lora = convert_adapter(subject.adapter, self.gguf)
         backend = LlamaCppBackend(
-            subject.label, self.gguf, instruction_tuned=False, lora_path=lora, max_seqs=self.SEQUENCES
+            subject.label, self.gguf, instruction_tuned=False, lora_path=lora, max_seqs=self.sequences
         )
         self._open = subject, backend
         return backend

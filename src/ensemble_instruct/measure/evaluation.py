@@ -92,11 +92,11 @@ def evaluate(
         "subjects": [s.label for s in target.subjects],
         "files": {},
     }
+    # Subject by subject, so that llama.cpp loads each one (the base, then the base with the adapter) once.
     try:
-        for path, items in files:
-            indices = select(items, limit)
-            scores = {}
-            for subject in target.subjects:
+        for subject in target.subjects:
+            for path, items in files:
+                indices = select(items, limit)
                 cache_file = _cache_file(cache, subject, file_hash(path), max_new_tokens, answerer.name)
                 answers = _answer(
                     answerer,
@@ -108,8 +108,7 @@ def evaluate(
                     console,
                     f"{subject.label} on {path.name}",
                 )
-                scores[subject.label] = score(items, indices, answers)
-            results["files"][str(path)] = scores
+                results["files"].setdefault(str(path), {})[subject.label] = score(items, indices, answers)
     finally:
         answerer.close()
     return results
