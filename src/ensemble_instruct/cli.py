@@ -217,6 +217,13 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
         f"kept {summary['kept']} examples; agreement {'-' if agree is None else f'{agree:.0%}'}; "
         f"wins: {wins}; prompt tokens from cache {summary['cached_share']:.0%}; faults {summary['faults']}"
     )
+    if flow := summary.get("this_run"):
+        made = flow["used"] + flow["unused"]
+        share = flow["unused"] / made if made else 0
+        out.print(
+            f"this run: {made} tokens generated, {flow['unused']} ({share:.1%}) in {flow['unused_rounds']} rounds "
+            f"drafted ahead and not needed; at most {flow['peak_in_flight']} prompts in flight"
+        )
     out.print(f"data: {Path(run_dir) / 'data.jsonl'}; dropped: {Path(run_dir) / 'rejected.jsonl'}")
 
 

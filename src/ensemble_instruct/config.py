@@ -114,6 +114,9 @@ class TypeBConfig(TypeConfig):
 class InstructionConfig(_Closed):
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=256, min_new_tokens=15)
     batch_size: int = Field(default=8, ge=1)  # prompts per round
+    # Rounds sampled together: round k draws its synthetic demos from the instructions accepted up to round
+    # k - lag. 1 is the method's (each round sees every round before it); more keeps a server cluster busy.
+    lag: int = Field(default=1, ge=1)
     max_attempts: int = Field(default=0, ge=0)  # prompts per type before giving up; 0 = 20 × target
     novelty_threshold: float = Field(default=0.7, gt=0, le=1)
     min_words: int = Field(default=4, ge=1)  # the method rejects <= 3 words
@@ -232,6 +235,8 @@ class RunConfig(_Closed):
         if self.method == "self-instruct" or not self.ensemble:
             exclude |= {"outputs": True, "consensus": True}  # no extra answers, no vote
         data = self.model_dump(mode="json", exclude=exclude)
+        if data["instructions"]["lag"] == 1:
+            del data["instructions"]["lag"]  # the data of runs made before lag existed: they still resume
         blob = json.dumps(data, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

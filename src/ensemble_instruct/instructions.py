@@ -52,6 +52,21 @@ def sample_demos(
     return demos
 
 
+def round_prompt(
+    task_type: str, round_no: int, seeds: Sequence[SeedTask], synthetic: Sequence[Task], cfg: RunConfig
+) -> tuple[str, list[SeedTask | Task]]:
+    """A round's prompt and its demos: the round's own seeded draw of seed and synthetic instructions."""
+    counts = cfg.type_config(task_type)
+    demos = sample_demos(
+        seeds,
+        synthetic,
+        counts.seed_demos,
+        counts.synthetic_demos,
+        derive_seed(cfg.seed, "instructions", task_type, round_no),
+    )
+    return build_instruction_prompt([d.instruction for d in demos]), demos
+
+
 def generate_round(
     task_type: str,
     round_no: int,
@@ -61,33 +76,44 @@ def generate_round(
     backend: Backend,
     cfg: RunConfig,
 ) -> Round:
-    """Sample one prompt batch_size times (its demo block is then read once), then judge each piece.
-    Accepted instructions join the index at once, so later pieces are compared with them."""
-    counts = cfg.type_config(task_type)
-    demos = sample_demos(
-        seeds,
-        synthetic,
-        counts.seed_demos,
-        counts.synthetic_demos,
-        derive_seed(cfg.seed, "instructions", task_type, round_no),
-    )
-    prompt = build_instruction_prompt([d.instruction for d in demos])
+    """Sample one prompt batch_size times (its demo block is then read once), then judge each piece."""
+    prompt, demos = round_prompt(task_type, round_no, seeds, synthetic, cfg)
     result = Round(task_type, round_no, backend.name, [d.id for d in demos])
-    for item, done in sample_round(result, prompt, cfg.instructions.sampling.params(stop=(END,)), backend, cfg):
+    judge_round(result, ask_round(result, prompt, instruction_params(cfg), backend, cfg), pool, demos, cfg)
+    return result
+
+
+def instruction_params(cfg: RunConfig) -> GenParams:
+    return cfg.instructions.sampling.params(stop=(END,))
+
+
+def ask_round(result: Round, prompt: str, params: GenParams, backend: Backend, cfg: RunConfig) -> list[Completion]:
+    """The model call of a round: its prompt sampled batch_size times, each sample with its own seed."""
+    n = cfg.instructions.batch_size
+    seeds = [derive_seed(cfg.seed, "instruction-sample", result.type, result.round, k) for k in range(n)]
+    return backend.generate([prompt] * n, [params.with_seed(s) for s in seeds])
+
+
+def judge_round(
+    result: Round, completions: Sequence[Completion], pool: InstructionPool, demos: Sequence, cfg: RunConfig
+) -> None:
+    """Judge every piece of a round's completions, in order. Accepted instructions join the pool at once, so
+    later pieces are compared with them."""
+    for item, done in sampled(result, completions):
         pieces = parse_instructions(done.text, done.finish_reason == "length")
         judge_pieces(result, [(p.text, p.truncated) for p in pieces], pool, demos, cfg, item)
-    return result
 
 
 def sample_round(
     result: Round, prompt: str, params: GenParams, backend: Backend, cfg: RunConfig
 ) -> Iterator[tuple[str, Completion]]:
-    """Sample the round's prompt batch_size times; yields each good completion with its item ID and
-    records a failed one as a backend rejection."""
-    n = cfg.instructions.batch_size
-    seeds = [derive_seed(cfg.seed, "instruction-sample", result.type, result.round, k) for k in range(n)]
-    completions = backend.generate([prompt] * n, [params.with_seed(s) for s in seeds])
-    result.usage = usage_of(completions)
+    """Sample the round's prompt batch_size times; yields each good completion with its item ID."""
+    yield from sampled(result, ask_round(result, prompt, params, backend, cfg))
+
+
+def sampled(result: Round, completions: Sequence[Completion]) -> Iterator[tuple[str, Completion]]:
+    """Each good completion of a round with its item ID; a failed one is recorded as a backend rejection."""
+    result.usage = usage_of(list(completions))
     for k, done in enumerate(completions):
         item = f"{result.type}-r{result.round}-s{k}"
         if done.ok:
@@ -95,7 +121,12 @@ def sample_round(
         else:
             result.rejections.append(
                 Rejection(
-                    "backend", item, "backend_error", type=result.type, model=backend.name, detail={"error": done.error}
+                    "backend",
+                    item,
+                    "backend_error",
+                    type=result.type,
+                    model=result.writer,
+                    detail={"error": done.error},
                 )
             )
 

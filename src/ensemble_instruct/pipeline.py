@@ -1,83 +1,99 @@
-"""The Ensemble-Instruct recipe's schedule: rounds of each task type through the four stages, with the stages
-overlapping so that every member keeps working."""
+"""The Ensemble-Instruct recipe's schedule. Work flows round by round through the four stages with many rounds in
+flight at once: a round's instances are asked for as soon as its instructions are judged, its extra answers as soon
+as its instances are written. Whatever finishes first, rounds are judged and decided in a fixed order, so the data
+does not depend on timing."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
-from .backends import cancel_event
-from .context import Draft, RunContext, Unsaved, stored_candidates
+from .backends import Completion
+from .calls import Calls
+from .context import Draft, RunContext, stored_candidates
 from .ensemble import Decision, decide
 from .errors import UserError
 from .instances import generate_instances
-from .instructions import InstructionPool, generate_round
+from .instructions import InstructionPool, Round, ask_round, instruction_params, judge_round, round_prompt
 from .models import preference
 from .outputs import generate_outputs
-from .prefetch import Prefetch
-from .records import Candidate, Instance, Rejection, Task, to_json, usage_of
-from .replay import MemberDown, write_instances
+from .records import Candidate, Instance, Rejection, Task, task_from_json, to_json, usage_of
+from .replay import MemberDown, unfinished_groups
+
+Record = dict[str, Any]
 
 
 class Progress:
-    """Kept examples and decided rounds per type, shared by the deciding thread and the drafting ones.
+    """Kept examples and decided rounds per type, to judge how many rounds are worth having in flight.
 
-    Drafting stops running ahead on a type once the rounds already drafted for it are expected to meet its
-    target (at the keep rate of its decided rounds): a round drafted after its type is done is thrown away,
-    and with two stages running ahead that was up to two rounds per type. Which rounds are drafted when
-    changes no record, only the order in which the types' rounds are made."""
+    Drafting stops running ahead on a type once the rounds in flight are expected to meet its target (at the
+    keep rate of its decided rounds): a round drafted after its type is done is thrown away. Which rounds are
+    drafted when changes no record, only how much work is wasted."""
 
     def __init__(self, targets: dict[str, int]) -> None:
         self.targets = targets
         self.kept = {t: 0 for t in targets}
         self.rounds = {t: 0 for t in targets}
-        self.stopped = False
-        self._changed = threading.Condition()
 
     def decided(self, t: str, kept: int) -> None:
-        with self._changed:
-            self.kept[t] += kept
-            self.rounds[t] += 1
-            self._changed.notify_all()
+        self.kept[t] += kept
+        self.rounds[t] += 1
 
     def enough_in_flight(self, t: str, drafted: int) -> bool:
         pending, rounds = drafted - self.rounds[t], self.rounds[t]
         return rounds > 0 and pending * self.kept[t] / rounds >= self.targets[t] - self.kept[t]
 
-    def stop(self) -> None:
-        """No more decisions will come: the run ended or was interrupted."""
-        with self._changed:
-            self.stopped = True
-            self._changed.notify_all()
 
-    def wait(self) -> bool:
-        """Wait a moment for a decision; False once no more will come or the waiting thread is told to stop."""
-        with self._changed:
-            if not self.stopped:
-                self._changed.wait(timeout=0.1)
-        stop = cancel_event.get()
-        return not (self.stopped or (stop and stop.is_set()))
+@dataclass
+class RoundWork(Draft):
+    """A round on its way through the stages: what came back so far, and what it still waits for."""
+
+    demos: list = field(default_factory=list)
+    sampling: Round | None = None  # a round being sampled now, until it is judged
+    samples: list[Completion] | None = None  # its sampled completions, once back
+    new: dict[str, Record] = field(default_factory=dict)  # instance records made now, by task
+    answers: dict[tuple[str, str], Record] = field(default_factory=dict)  # extra answers made now
+    candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # extra candidates, by instance
+    waiting: int = 0  # calls of the current stage not back yet
+    complete: bool = False
+    tokens: int = 0  # generated for this round by this run
 
 
 class EnsembleInstruct:
-    """Rounds of each type until its target is met, in three stages that overlap: the generator writes the
-    instructions of one round and the instances of the round before, while the other members answer the round
-    before that. A drafted round is written to the run directory only when it is used, so what a run stores,
-    keeps and logs does not depend on timing: a round drafted after its type was done leaves no trace. With
-    `parallel` off (a baseline to measure against) each stage waits for the one before and the extra members
-    answer one after another. Without the vote (cfg.ensemble off) the generator's output is kept: the
-    single-output ablation."""
+    """Rounds of each type until its target is met. Round k of a type is sampled once round k - lag is judged
+    (its synthetic demos come from the rounds up to k - lag), so `instructions.lag` rounds of instructions are
+    sampled together; rounds are judged (the novelty filter) strictly in order, and decided in the order
+    round 0 of A, round 0 of B, round 1 of A, and so on. A round's records are written to the run directory
+    only when it is decided, so what a run stores, keeps and logs does not depend on timing: a round drafted
+    after its type was done leaves no trace (its tokens are counted as unused). With `parallel` off (a baseline
+    to measure against) every call waits for the one before. Without the vote (cfg.ensemble off) the
+    generator's output is kept: the single-output ablation."""
 
     def __init__(self, ctx: RunContext, parallel: bool = True) -> None:
         self.ctx, self.cfg, self.parallel = ctx, ctx.cfg, parallel
-        self.progress = Progress({t: self.cfg.type_config(t).target for t in self.cfg.types})
+        self.types: list[str] = list(self.cfg.types)
+        self.progress = Progress({t: self.cfg.type_config(t).target for t in self.types})
         self.prefer = self.cfg.consensus.prefer or preference(self.cfg.members)
+        self.lag = self.cfg.instructions.lag
         self._check_counts()
+        self.pools = {t: InstructionPool(self.cfg.instructions.novelty_threshold) for t in self.types}
+        for t, pool in self.pools.items():
+            for seed in self.ctx.seeds_by_type[t]:
+                pool.add(seed.instruction)
+        self.synthetic: dict[str, list[Task]] = {t: [] for t in self.types}
+        self.synthetic_after: dict[str, list[int]] = {t: [] for t in self.types}  # len(synthetic) per judged round
+        self.rounds: dict[tuple[str, int], RoundWork] = {}  # drafted and not decided
+        self.next_round = {t: 0 for t in self.types}  # the next round to draft
+        self.judged = {t: 0 for t in self.types}  # rounds judged so far
+        self.decided = {t: 0 for t in self.types}  # rounds decided so far
+        self.done: set[str] = set()
+        self.capped: set[str] = set()  # types that drafted up to their attempt cap
+        self.tokens = {"used": 0, "unused": 0, "unused_rounds": 0}
 
     def _check_counts(self) -> None:
-        for t in self.cfg.types:
+        for t in self.types:
             counts = self.cfg.type_config(t)
             if len(self.ctx.seeds_by_type[t]) < counts.seed_demos + counts.synthetic_demos:
                 raise UserError(
@@ -94,160 +110,233 @@ class EnsembleInstruct:
                 "members: ensembling needs another member with the 'outputs' role (or run with --no-ensemble)"
             )
 
-    def run(self) -> None:
-        done: set[str] = set()
-        with Prefetch(lambda: self._drafts(done), depth=self._ahead()) as drafts:
+    # --- the loop -------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, int]:
+        """Make the data; returns the generated tokens this run used and left unused."""
+        with Calls(self.ctx.backends, self.parallel) as self.calls:
             try:
-                for draft in drafts:
-                    self._use(draft, done)
+                shown = 0.0
+                while len(self.done) < len(self.types):
+                    self._draft()
+                    self._decide_ready()
+                    if len(self.done) == len(self.types):
+                        break
+                    if not self.calls.busy and not any(map(self._can_draft, self.types)):
+                        raise AssertionError("no call in flight and nothing left to draft")  # a bug, not a user error
+                    self.calls.finish()
+                    if time.monotonic() - shown > 0.5:
+                        shown = time.monotonic()
+                        self.ctx.on_event("in_flight", dict(self.calls.prompts_in_flight))
             finally:
-                self.progress.stop()  # a drafting thread waiting for a decision ends before the run does
+                self._count_unused()
+        self.tokens["peak_in_flight"] = self.calls.peak_prompts_in_flight
+        return self.tokens
 
-    def _ahead(self) -> int:
-        """How many items a stage may make before the next stage takes them (0: no thread of its own)."""
-        return 1 if self.parallel else 0
+    def _count_unused(self) -> None:
+        for work in self.rounds.values():
+            self.tokens["unused"] += work.tokens
+            self.tokens["unused_rounds"] += 1
 
-    def _use(self, draft: Draft, done: set[str]) -> None:
-        """Publish and decide a drafted round, unless its type is done already."""
-        t, kept = draft.type, self.progress.kept
-        if t in done:
-            return
-        if not draft.stalled:
-            self.ctx.publish(draft)
-            self.progress.decided(t, self._decide_all(draft.instances, draft.target - kept[t]))
-            self.ctx.forget(t, draft.round, draft.tasks)
-        if draft.stalled or kept[t] >= draft.target:
-            done.add(t)
-            self.ctx.on_event(
-                "type_done", {"type": t, "kept": kept[t], "target": draft.target, "stalled": draft.stalled}
-            )
+    def _window(self) -> int:
+        """How many rounds of a type may be drafted and not decided: enough for lag rounds in each stage."""
+        return 3 * self.lag + 1
 
-    # --- stages 1 and 2: the generator, ahead of the vote ---------------------------------------------
+    def _can_draft(self, t: str) -> bool:
+        k = self.next_round[t]
+        return (
+            t not in self.done
+            and t not in self.capped
+            and k < self.judged[t] + self.lag
+            and k < self.decided[t] + self._window()
+            and not self.progress.enough_in_flight(t, k)
+        )
 
-    def _drafts(self, done: set[str]) -> Iterator[Draft]:
-        """The generator's second stage, in its own thread: the instances of each drafted round."""
-        with Prefetch(lambda: self._instruction_drafts(done), depth=self._ahead()) as rounds:
-            for draft in rounds:
-                if not draft.stalled:
-                    draft.instances, draft.rejections = self._write_instances(draft.tasks, draft.unsaved)
-                yield draft
+    # --- stage 1: instructions --------------------------------------------------------------------------
 
-    def _instruction_drafts(self, done: set[str]) -> Iterator[Draft]:
-        """The generator's first stage, in its own thread: each type's rounds of instructions in turn, until
-        the type is done or its attempt cap is reached. It writes nothing: its new records travel in the
-        draft."""
-        pools = {t: InstructionPool(self.cfg.instructions.novelty_threshold) for t in self.cfg.types}
-        for t, pool in pools.items():
-            for seed in self.ctx.seeds_by_type[t]:
-                pool.add(seed.instruction)
-        synthetic: dict[str, list[Task]] = {t: [] for t in self.cfg.types}
-        next_round = {t: 0 for t in self.cfg.types}
-        stalled: set[str] = set()
-        while live := [t for t in self.cfg.types if t not in done and t not in stalled]:
-            ready = [t for t in live if not self.progress.enough_in_flight(t, next_round[t])]
-            if not ready:
-                if not self.progress.wait():
-                    return
-                continue
-            for t in ready:
-                target = self.cfg.type_config(t).target
-                cap = self.cfg.instructions.max_attempts or 20 * target
-                if next_round[t] * self.cfg.instructions.batch_size >= cap:
-                    stalled.add(t)
-                    yield Draft(t, next_round[t], target, stalled=True)
+    def _draft(self) -> None:
+        """Start every round that may start now; a round stored by an earlier run is replayed at once."""
+        for t in self.types:
+            while self._can_draft(t):
+                k = self.next_round[t]
+                self.next_round[t] += 1
+                work = RoundWork(t, k, self.cfg.type_config(t).target)
+                self.rounds[(t, k)] = work
+                cap = self.cfg.instructions.max_attempts or 20 * work.target
+                if k * self.cfg.instructions.batch_size >= cap:
+                    work.stalled = work.complete = True
+                    self.capped.add(t)
                     continue
-                unsaved: Unsaved = []
-                record, tasks = self.ctx.draft_round(
-                    t, next_round[t], pools[t], self._maker(t, next_round[t], pools[t], synthetic[t]), unsaved
-                )
-                synthetic[t].extend(tasks)
-                yield Draft(t, next_round[t], target, record, tasks, unsaved=unsaved)
-                next_round[t] += 1
+                if (stored := self.ctx.finished.rounds.get((t, k))) is not None:
+                    work.record = stored
+                else:
+                    self._sample(work)
+                self._judge_ready(t)
 
-    def _maker(self, t: str, round_no: int, pool: InstructionPool, synthetic: list[Task]):
-        seeds = self.ctx.seeds_by_type[t]
-        return lambda writer: generate_round(t, round_no, seeds, synthetic, pool, self.ctx.backends[writer], self.cfg)
+    def _sample(self, work: RoundWork) -> None:
+        t, k = work.type, work.round
+        synthetic = self.synthetic[t][: self.synthetic_after[t][k - self.lag] if k >= self.lag else 0]
+        prompt, work.demos = round_prompt(t, k, self.ctx.seeds_by_type[t], synthetic, self.cfg)
+        writer = self.ctx.writer_for_round(k)
+        result = Round(t, k, writer, [d.id for d in work.demos])
+        work.sampling = result  # judged later, in order
+        ask = partial(ask_round, result, prompt, instruction_params(self.cfg), self.ctx.backends[writer], self.cfg)
+        self.calls.submit(writer, self.cfg.instructions.batch_size, ask, partial(self._sampled, work), owner=work)
 
-    def _write_instances(self, tasks: list[Task], unsaved: Unsaved) -> tuple[list[Instance], list[dict[str, Any]]]:
-        """Stage 2 for a round's tasks: the valid instances, and the rejections of the others."""
+    def _sampled(self, work: RoundWork, completions: list[Completion]) -> None:
+        work.samples = completions
+        work.tokens += sum(c.completion_tokens for c in completions)
+        self._judge_ready(work.type)
 
-        def write_group(group: list[Task], writer: str):
-            for task, result, done in generate_instances(group, self.ctx.backends[writer], self.ctx.demos, self.cfg):
-                if not done.ok:
-                    raise MemberDown(writer, done.error)  # no record: a resume asks again
+    def _judge_ready(self, t: str) -> None:
+        """Judge the rounds of type t that came back, in round order, and start their instances."""
+        while t not in self.done and (work := self.rounds.get((t, self.judged[t]))) and not work.complete:
+            if (result := work.sampling) is not None:
+                if work.samples is None:
+                    return
+                judge_round(result, work.samples, self.pools[t], work.demos, self.cfg)
+                if failed := next((r for r in result.rejections if r.reason == "backend_error"), None):
+                    raise MemberDown(result.writer, failed.detail.get("error"))
+                work.record = {**asdict(result), "stage": "instructions"}
+                work.unsaved.append(("instructions", work.record))
+                work.tasks, work.sampling, work.samples = result.tasks, None, None
+            else:  # replay: the accepted instructions join the pool in their original order
+                work.tasks = [task_from_json(x) for x in work.record["tasks"]]
+                for task in work.tasks:
+                    self.pools[t].add(task.instruction)
+            self.judged[t] += 1
+            self.synthetic[t].extend(work.tasks)
+            self.synthetic_after[t].append(len(self.synthetic[t]))
+            self.ctx.tasks.update((task.id, task) for task in work.tasks)
+            self._write_instances(work)
+
+    # --- stage 2: instances -------------------------------------------------------------------------------
+
+    def _write_instances(self, work: RoundWork) -> None:
+        """Each writer's group with a task not finished is asked for whole (see replay.unfinished_groups)."""
+        groups = unfinished_groups(work.tasks, self.ctx.instance_writer, self.ctx.finished.instances)
+        work.waiting = len(groups)
+        for writer, group in groups.items():
+            ask = partial(self._instances_of, group, writer)
+            self.calls.submit(writer, len(group), ask, partial(self._instances_written, work, writer), owner=work)
+        if not groups:
+            self._instances_done(work)
+
+    def _instances_of(self, group: list[Task], writer: str) -> list:
+        return list(generate_instances(group, self.ctx.backends[writer], self.ctx.demos, self.cfg))
+
+    def _instances_written(self, work: RoundWork, writer: str, results: list) -> None:
+        work.tokens += sum(done.completion_tokens for _, _, done in results)
+        if work.type in self.done:
+            return
+        for task, result, done in results:
+            if not done.ok:
+                raise MemberDown(writer, done.error)  # no record: a resume asks again
+            if task.id not in self.ctx.finished.instances:
                 record = {"task_id": task.id, "member": writer, "usage": usage_of([done])}
                 record["instance" if isinstance(result, Instance) else "rejection"] = to_json(result)
-                yield task, record
+                work.new[task.id] = record
+        work.waiting -= 1
+        if not work.waiting:
+            self._instances_done(work)
 
-        records = write_instances(
-            tasks,
-            self.ctx.instance_writer,
-            self.ctx.finished.instances,
-            write_group,
-            lambda record: unsaved.append(("instances", record)),
-        )
-        return (
-            [Instance(**r["instance"]) for r in records if "instance" in r],
-            [r["rejection"] for r in records if "rejection" in r],
-        )
+    def _instances_done(self, work: RoundWork) -> None:
+        records = [self.ctx.finished.instances.get(t.id) or work.new[t.id] for t in work.tasks]
+        work.unsaved.extend(("instances", work.new[t.id]) for t in work.tasks if t.id in work.new)
+        work.instances = [Instance(**r["instance"]) for r in records if "instance" in r]
+        work.rejections = [r["rejection"] for r in records if "rejection" in r]
+        if self.cfg.ensemble:
+            self._extra_outputs(work)
+        else:
+            work.complete = True
 
-    # --- stages 3 and 4: extra answers and the vote ---------------------------------------------------
+    # --- stage 3: extra answers -----------------------------------------------------------------------
 
-    def _decide_all(self, instances: list[Instance], room: int) -> int:
-        """Extra outputs and consensus for a round's instances; returns how many were kept."""
-        candidates = self._extra_outputs(instances) if self.cfg.ensemble else {}
+    def _extra_outputs(self, work: RoundWork) -> None:
+        """Every extra member answers its share of the round, at the same time as the others."""
+        outputs = self.ctx.finished.outputs
+        jobs: dict[str, list[Instance]] = {}
+        for inst in work.instances:
+            for member in self.ctx.extras_for(inst.model):
+                jobs.setdefault(member, []).append(inst)
+        # a member with nothing left to answer sits out; one with anything left answers its whole share
+        # again, as its batch decides its answers (see replay.unfinished_groups)
+        jobs = {m: group for m, group in jobs.items() if any((i.id, m) not in outputs for i in group)}
+        work.waiting = len(jobs)
+        for member, group in jobs.items():
+            ask = partial(generate_outputs, group, self.ctx.backends[member], self.ctx.demos, self.cfg)
+            self.calls.submit(member, len(group), ask, partial(self._answered, work, member, group), owner=work)
+        if not jobs:
+            self._outputs_done(work)
+
+    def _answered(self, work: RoundWork, member: str, group: list[Instance], answers: list) -> None:
+        """Keep the member's answers up to its first failure, then go on without it (or stop)."""
+        work.tokens += sum(done.completion_tokens for _, done in answers)
+        if work.type in self.done:
+            return
+        error = None
+        for inst, (cand, done) in zip(group, answers):
+            if not done.ok:
+                error = done.error
+                break
+            if (inst.id, member) not in self.ctx.finished.outputs:
+                work.answers[(inst.id, member)] = {
+                    "instance_id": inst.id, "member": member, "candidate": to_json(cand), "usage": usage_of([done])
+                }  # fmt: skip
+        if error is not None:
+            self._member_failed(member, error)
+        work.waiting -= 1
+        if not work.waiting:
+            self._outputs_done(work)
+
+    def _outputs_done(self, work: RoundWork) -> None:
+        answers = {**self.ctx.finished.outputs, **work.answers}
+        for inst in work.instances:
+            answered = [m for m in self.ctx.extras_for(inst.model) if (inst.id, m) in answers]
+            work.candidates[inst.id] = [
+                Candidate(**{**answers[(inst.id, m)]["candidate"], "index": k}) for k, m in enumerate(answered, start=1)
+            ]
+            made = [work.answers[(inst.id, m)] for m in answered if (inst.id, m) in work.answers]
+            work.unsaved.extend(("outputs", record) for record in made)
+        self.ctx.on_event("outputs", {"done": len(work.answers)})
+        work.complete = True
+
+    # --- stage 4: the vote, in order ----------------------------------------------------------------------
+
+    def _decide_ready(self) -> None:
+        """Decide the complete rounds that come next in the fixed order (round by round, types in turn)."""
+        while live := [t for t in self.types if t not in self.done]:
+            t = min(live, key=lambda t: (self.decided[t], self.types.index(t)))
+            work = self.rounds.get((t, self.decided[t]))
+            if work is None or not work.complete:
+                return
+            del self.rounds[(t, work.round)]
+            self._use(work)
+
+    def _use(self, work: RoundWork) -> None:
+        """Publish and decide a complete round; its type is done once its target is met."""
+        t, kept = work.type, self.progress.kept
+        self.tokens["used"] += work.tokens
+        if not work.stalled:
+            self.ctx.publish(work)
+            self.progress.decided(t, self._decide_all(work.instances, work.candidates, work.target - kept[t]))
+            self.ctx.forget(t, work.round, work.tasks)
+        self.decided[t] += 1
+        if work.stalled or kept[t] >= work.target:
+            self.done.add(t)
+            for (other_type, _), left in list(self.rounds.items()):
+                if other_type == t:  # drafted ahead and not needed: not started, not asked for
+                    self.calls.cancel(left)
+            self.ctx.on_event("type_done", {"type": t, "kept": kept[t], "target": work.target, "stalled": work.stalled})
+
+    def _decide_all(self, instances: list[Instance], candidates: dict[str, list[Candidate]], room: int) -> int:
+        """Consensus for a round's instances, until the type's target is met; returns how many were kept."""
         kept = 0
         for inst in instances:
             if kept >= room:
                 break
             kept += self._decide(inst, candidates.get(inst.id, []))
         return kept
-
-    def _extra_outputs(self, instances: list[Instance]) -> dict[str, list[Candidate]]:
-        """Every extra member answers its share at the same time as the others (one thread each)."""
-        outputs = self.ctx.finished.outputs
-        jobs: dict[str, list[Instance]] = {}
-        for inst in instances:
-            for member in self.ctx.extras_for(inst.model):
-                jobs.setdefault(member, []).append(inst)
-        # a member with nothing left to answer sits out; one with anything left answers its whole share
-        # again, as its batch decides its answers (see replay.unfinished_groups)
-        jobs = {m: group for m, group in jobs.items() if any((i.id, m) not in outputs for i in group)}
-        if jobs:
-            stop = threading.Event()
-            with ThreadPoolExecutor(max_workers=len(jobs) if self.parallel else 1) as pool:
-                try:
-                    futures = {m: pool.submit(self._answer, m, group, stop) for m, group in jobs.items()}
-                    failures = {m: error for m, f in futures.items() if (error := f.result()) is not None}
-                except BaseException:
-                    stop.set()  # Ctrl-C: cut the answers in flight short instead of waiting for them all
-                    raise
-            for member, error in failures.items():
-                self._member_failed(member, error)
-        out: dict[str, list[Candidate]] = {}
-        for inst in instances:
-            answered = [m for m in self.ctx.extras_for(inst.model) if (inst.id, m) in outputs]
-            out[inst.id] = [
-                Candidate(**{**outputs[(inst.id, m)]["candidate"], "index": k}) for k, m in enumerate(answered, start=1)
-            ]
-        self.ctx.on_event("outputs", {"done": sum(len(g) for g in jobs.values())})
-        return out
-
-    def _answer(self, member: str, group: list[Instance], stop: threading.Event) -> str | None:
-        """Store the member's answers; returns the error if it failed (its failed answers are not stored).
-        Once stop is set, the answer in flight ends as a "cancelled" error and the rest are not asked for."""
-        cancel_event.set(stop)
-        outputs = self.ctx.finished.outputs
-        backend = self.ctx.backends[member]
-        for inst, (cand, done) in zip(group, generate_outputs(group, backend, self.ctx.demos, self.cfg)):
-            if not done.ok:
-                return done.error
-            if (inst.id, member) in outputs:
-                continue
-            record = {"instance_id": inst.id, "member": member, "candidate": to_json(cand), "usage": usage_of([done])}
-            self.ctx.store.append("outputs", record)
-            outputs[(inst.id, member)] = record
-        return None
 
     def _member_failed(self, member: str, error: str | None) -> None:
         """Stop, or go on without the member while another extra member is left to agree with."""

@@ -12,7 +12,7 @@ from .self_instruct import SelfInstruct
 
 
 class Recipe(Protocol):
-    def run(self) -> None: ...
+    def run(self) -> dict[str, int] | None: ...
 
 
 # name -> how to start it on a run's shared state; `parallel` off makes the stages wait for each other (a

@@ -44,6 +44,7 @@ class ProgressView:
 
     def __init__(self, cfg: RunConfig, console: Console) -> None:
         self.counts: Counter = Counter()
+        self.in_flight: dict[str, int] = {}  # prompts asked for and not answered, by member
         self.started = time.monotonic()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -71,6 +72,8 @@ class ProgressView:
             self.counts["accepted"] += data["accepted"]
         elif kind == "instances":
             self.counts["valid"] += data["valid"]
+        elif kind == "in_flight":
+            self.in_flight = data
         elif kind == "decided":
             self.counts["decided"] += 1
             if data["kept"]:
@@ -81,6 +84,9 @@ class ProgressView:
             f"inst {self.counts['valid']} · decided {self.counts['decided']} · "
             f"{sum(self.progress.tasks[b].completed for b in self.bars.values()) / minutes:.1f} kept/min"
         )
+        if self.in_flight:
+            queues = " ".join(f"{m} {n}" for m, n in self.in_flight.items() if n)
+            info += f" · in flight {sum(self.in_flight.values())}" + (f" ({queues})" if queues else "")
         for bar in self.bars.values():
             self.progress.update(bar, info=info)
 
@@ -102,12 +108,14 @@ def run_generation(
         own = backends is None
         backends = backends if backends is not None else open_members(cfg)
         try:
-            _run_recipe(cfg, out_dir, force, console, backends, seeds, demos, parallel)
+            flow = _run_recipe(cfg, out_dir, force, console, backends, seeds, demos, parallel)
         finally:
             if own:
                 close_all(backends)
         export(out_dir, [f for f in cfg.exports if f != "jsonl"])
         summary = summarize(out_dir)
+        if flow:
+            summary["this_run"] = flow
         RunPaths(out_dir).summary.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -121,8 +129,9 @@ def _run_recipe(
     seeds,
     demos,
     parallel: bool,
-) -> None:
-    """The configured recipe over the run directory's store, which is closed however the run ends."""
+) -> dict[str, int] | None:
+    """The configured recipe over the run directory's store, which is closed however the run ends; returns
+    what the recipe says of its own work (tokens used and left unused)."""
     store = RunStore(out_dir, cfg, force=force)
     try:
         if console is not None and store.resumed:
@@ -132,8 +141,7 @@ def _run_recipe(
         recipe = start(ctx, parallel)
         if view:
             with view.progress:
-                recipe.run()
-        else:
-            recipe.run()
+                return recipe.run()
+        return recipe.run()
     finally:
         store.close()

@@ -13,7 +13,7 @@ from ..errors import UserError
 if TYPE_CHECKING:
     from ..config import MemberConfig
 
-# A thread that works ahead of its consumer (prefetch.Prefetch) sets this to the event that stops it.
+# A worker thread making model calls (calls.Calls) sets this to the event that stops the run.
 # A backend that can stop in the middle of a completion checks it between tokens and returns an error
 # instead, so stopping does not wait for a long completion that nobody will read.
 cancel_event: ContextVar[threading.Event | None] = ContextVar("cancel_event", default=None)

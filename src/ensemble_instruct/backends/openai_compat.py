@@ -89,6 +89,7 @@ class HttpBackend:
         self.instruction_tuned = instruction_tuned
         self.replicas = [Replica(normalise_base_url(u)) for u in base_urls]
         self.max_concurrency = max(1, max_concurrency)
+        self.concurrent_calls = self.max_concurrency * len(self.replicas)  # calls the pipeline may make at once
         self.max_retries = max(0, max_retries)
         self.timeout_s = timeout_s
         self.backoff_base_s = backoff_base_s
