@@ -131,13 +131,17 @@ async def serve(ports: list[int], latency: float, jitter: float) -> None:
 
 
 def port_range(text: str) -> list[int]:
-    first, _, last = text.partition("-")
-    return list(range(int(first), int(last or first) + 1))
+    """'9000-9063', '9000,9002' or '9000'."""
+    ports = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        ports += range(int(first), int(last or first) + 1)
+    return ports
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ports", type=port_range, required=True, help="a port or a range, e.g. 9000-9063")
+    parser.add_argument("--ports", type=port_range, required=True, help="ports or ranges, e.g. 9000-9063 or 9000,9002")
     parser.add_argument("--latency", type=float, default=0.5)
     parser.add_argument("--jitter", type=float, default=0.0)
     args = parser.parse_args()

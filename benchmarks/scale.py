@@ -88,7 +88,7 @@ def main() -> None:
             for replicas in args.replicas:
                 proc, urls = start_server(replicas, latency, latency * args.jitter)
                 try:
-                    probe = timed(urls, 10, lag, args.concurrency)  # sizes the target: about `seconds` of work
+                    probe = timed(urls, 10 * lag, lag, args.concurrency)  # sizes the target: `seconds` of work
                     target = max(10, int(probe["kept_per_min"] * args.seconds / 60 / 2))
                     r = timed(urls, target, lag, args.concurrency)
                 finally:

@@ -36,14 +36,27 @@ class Progress:
         self.targets = targets
         self.kept = {t: 0 for t in targets}
         self.rounds = {t: 0 for t in targets}
+        self.accepted = {t: 0 for t in targets}  # instructions accepted in the rounds judged so far
+        self.judged = {t: 0 for t in targets}
 
     def decided(self, t: str, kept: int) -> None:
         self.kept[t] += kept
         self.rounds[t] += 1
 
+    def judged_round(self, t: str, accepted: int) -> None:
+        self.accepted[t] += accepted
+        self.judged[t] += 1
+
     def enough_in_flight(self, t: str, drafted: int) -> bool:
-        pending, rounds = drafted - self.rounds[t], self.rounds[t]
-        return rounds > 0 and pending * self.kept[t] / rounds >= self.targets[t] - self.kept[t]
+        """Whether the rounds drafted and not decided should meet the target: at the keep rate of the decided
+        rounds, or before any is decided at the rate of accepted instructions (no round keeps more)."""
+        if self.rounds[t]:
+            rate = self.kept[t] / self.rounds[t]
+        elif self.judged[t]:
+            rate = self.accepted[t] / self.judged[t]
+        else:
+            return False
+        return (drafted - self.rounds[t]) * rate >= self.targets[t] - self.kept[t]
 
 
 @dataclass
@@ -205,6 +218,7 @@ class EnsembleInstruct:
                 for task in work.tasks:
                     self.pools[t].add(task.instruction)
             self.judged[t] += 1
+            self.progress.judged_round(t, len(work.tasks))
             self.synthetic[t].extend(work.tasks)
             self.synthetic_after[t].append(len(self.synthetic[t]))
             self.ctx.tasks.update((task.id, task) for task in work.tasks)

@@ -98,12 +98,21 @@ class HttpBackend:
         self._lock = threading.Lock()
         workers = self.max_concurrency * len(self.replicas)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-            limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
-            transport=transport,
-        )
+        # one connection pool per replica: a pool's bookkeeping grows with its connections, and one pool for
+        # every replica spent more CPU on it than on the requests (and let fewer requests out at once)
+        tls = httpx.create_ssl_context()  # loading the CA bundle takes about 20 ms: once, not once per replica
+        self._clients = [
+            httpx.Client(
+                headers=headers,
+                verify=tls,
+                timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+                limits=httpx.Limits(
+                    max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
+                ),
+                transport=transport,
+            )
+            for _ in self.replicas
+        ]
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"http-{name}")
         self._closed = False
 
@@ -134,14 +143,15 @@ class HttpBackend:
         if not self._closed:
             self._closed = True
             self._pool.shutdown(wait=True)
-            self._client.close()
+            for client in self._clients:
+                client.close()
 
     # -- health -------------------------------------------------------------------------------
 
     def models(self, replica: int = 0) -> list[str]:
         """The model ids one replica serves (GET /v1/models)."""
         url = self.replicas[replica].url + "/models"
-        resp = self._client.get(url)
+        resp = self._clients[replica].get(url)
         resp.raise_for_status()
         return [str(m.get("id")) for m in resp.json().get("data", []) if isinstance(m, dict)]
 
@@ -170,7 +180,7 @@ class HttpBackend:
             index = self._acquire(tried)
             tried.add(index)
             try:
-                data = self._post(self.replicas[index].url + path, body)
+                data = self._post(index, path, body)
                 text, reason = _choice_text(data, chat=not isinstance(prompt, str))
             except _Fault as fault:
                 faults[fault.kind] = faults.get(fault.kind, 0) + 1
@@ -223,12 +233,13 @@ class HttpBackend:
             body["min_tokens"] = p.min_new_tokens  # a vLLM (and llama.cpp) extension
         return path, body
 
-    def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, replica: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One attempt: the parsed body of a 2xx response, or a _Fault. The attempt gives up once timeout_s
         has passed even while bytes keep coming: httpx's read timeout only bounds each wait between reads."""
         deadline = time.monotonic() + self.timeout_s
+        url = self.replicas[replica].url + path
         try:
-            with self._client.stream("POST", url, json=body) as resp:
+            with self._clients[replica].stream("POST", url, json=body) as resp:
                 content = _read_until(resp, deadline)
         except httpx.TimeoutException as err:
             raise _Fault("timeout", f"timed out talking to {url} ({type(err).__name__})") from None

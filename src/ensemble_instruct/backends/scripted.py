@@ -37,7 +37,7 @@ class ScriptedBackend:
                 reply = reply(prompt, gp)
             if isinstance(reply, str):
                 text, _ = cut_at_stop(reply, gp.stop)
-                reply = Completion(text)
+                reply = Completion(text, completion_tokens=len(text.split()))  # a word for a token
             out.append(reply)
         return out
 
