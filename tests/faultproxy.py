@@ -256,6 +256,7 @@ class FaultProxy:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # connections waiting to be accepted: a client may open hundreds at once
     block_on_close = False  # a keep-alive connection the client never closed must not hold up close()
     proxy: FaultProxy
 

@@ -21,7 +21,9 @@ from ensemble_instruct.backends.scripted import ScriptedBackend
 from ensemble_instruct.config import build_config
 from ensemble_instruct.run import run_generation
 from ensemble_instruct.store import read_jsonl
+from faultproxy import FaultProxy, seeded
 from servers import free_port
+from test_faults import RATES, SEEN_AS
 from test_memory import writer
 from test_pipeline import agreeing
 
@@ -171,3 +173,20 @@ def test_sigkills_with_many_requests_in_flight_lose_and_change_nothing(one_at_a_
     assert done.returncode == 0, done.stderr
     assert kills >= 2 and killed_while_busy >= 128
     assert same_data(out, one_at_a_time)
+
+
+def test_faults_with_many_requests_in_flight_change_no_answer(one_at_a_time, tmp_path):
+    """Every member over HTTP through the fault-injecting proxy, 128 requests and more in flight: every fault
+    is retried and counted, and the data is byte for byte the data of one request at a time."""
+    quick = {k: rate for k, rate in RATES.items() if SEEN_AS[k] != "timeout"}  # a stall costs a whole timeout
+    with latency_server(1, 0.2, 0.3) as urls:
+        with FaultProxy(urls[0], seeded(quick, seed=11, max_faults=2), client_timeout_s=30) as proxy:
+            cfg = http_config([proxy.url], 128)
+            for member in cfg["members"]:
+                member["max_retries"] = 3
+            summary = run_generation(build_config(cfg), tmp_path)
+            injected = sum(proxy.injected.values())
+    assert injected >= 50 and summary["faults"] == injected
+    # asked for and not answered: the proxy, in this process, lets them through to the server more slowly
+    assert summary["this_run"]["peak_in_flight"] >= 128, summary["this_run"]
+    assert same_data(tmp_path, one_at_a_time)
