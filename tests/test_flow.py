@@ -3,6 +3,7 @@ answers out of order, at 1 and 8 replicas, across SIGKILLs), and no model work f
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from rich.console import Console
 
 from ensemble_instruct.backends.scripted import ScriptedBackend
 from ensemble_instruct.config import build_config
@@ -138,8 +140,11 @@ def test_eight_replicas_with_jitter_make_the_same_data_as_one_request_at_a_time(
     with latency_server(8, 0.2, 0.3) as urls:
         httpx.get(urls[0] + "/v1/stats")
         cfg = build_config(http_config(urls, 16))
-        summary = run_generation(cfg, tmp_path)
+        screen = io.StringIO()
+        summary = run_generation(cfg, tmp_path, console=Console(file=screen, width=250))
         peak = peak_in_flight(urls[0])
+    bars = [line for line in screen.getvalue().splitlines() if line.startswith("kept ")]
+    assert len(bars) == 2 and all("kept/min · in flight" in line for line in bars), bars
     assert peak >= 128, peak  # answers really were in flight together, and came back out of order
     assert same_data(tmp_path, one_at_a_time)
     assert summary["kept"] == 160 and summary["this_run"]["peak_in_flight"] >= 128
@@ -179,13 +184,15 @@ def test_faults_with_many_requests_in_flight_change_no_answer(one_at_a_time, tmp
     """Every member over HTTP through the fault-injecting proxy, 128 requests and more in flight: every fault
     is retried and counted, and the data is byte for byte the data of one request at a time."""
     quick = {k: rate for k, rate in RATES.items() if SEEN_AS[k] != "timeout"}  # a stall costs a whole timeout
-    with latency_server(1, 0.2, 0.3) as urls:
-        with FaultProxy(urls[0], seeded(quick, seed=11, max_faults=2), client_timeout_s=30) as proxy:
-            cfg = http_config([proxy.url], 128)
-            for member in cfg["members"]:
-                member["max_retries"] = 3
-            summary = run_generation(build_config(cfg), tmp_path)
-            injected = sum(proxy.injected.values())
+    with (
+        latency_server(1, 0.2, 0.3) as urls,
+        FaultProxy(urls[0], seeded(quick, seed=11, max_faults=2), client_timeout_s=30) as proxy,
+    ):
+        cfg = http_config([proxy.url], 128)
+        for member in cfg["members"]:
+            member["max_retries"] = 3
+        summary = run_generation(build_config(cfg), tmp_path)
+        injected = sum(proxy.injected.values())
     assert injected >= 50 and summary["faults"] == injected
     # asked for and not answered: the proxy, in this process, lets them through to the server more slowly
     assert summary["this_run"]["peak_in_flight"] >= 128, summary["this_run"]
