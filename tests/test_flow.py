@@ -20,7 +20,7 @@ import yaml
 from rich.console import Console
 
 from ensemble_instruct.backends.scripted import ScriptedBackend
-from ensemble_instruct.config import build_config
+from ensemble_instruct.config import SERVED_LAG, build_config, load_config
 from ensemble_instruct.run import run_generation
 from ensemble_instruct.store import read_jsonl
 from faultproxy import FaultProxy, seeded
@@ -59,8 +59,16 @@ def test_a_round_draws_its_synthetic_demos_only_from_rounds_lag_back(tmp_path):
     assert drew_synthetic > 10  # rounds from the fourth on drew synthetic demos: the check above was exercised
 
 
-def test_lag_changes_the_data_and_its_hash_but_lag_1_keeps_the_hash_of_before():
+def test_the_lag_is_1_for_local_writers_and_more_for_served_ones():
     assert build_config({}).instructions.lag == 1
+    served = build_config({"members": http_config(["http://127.0.0.1:1"], 4)["members"]})
+    assert served.instructions.lag == SERVED_LAG > 1
+    extra_served = load_config(None, {"members.1.backend": "http", "members.1.base_urls": ["127.0.0.1:1"]})
+    assert extra_served.instructions.lag == 1  # only a served writer of instructions gains from a larger lag
+    assert build_config({"instructions": {"lag": 3}}).instructions.lag == 3
+
+
+def test_lag_changes_the_data_and_its_hash_but_lag_1_keeps_the_hash_of_before():
     one, two = build_config({"instructions": {"lag": 1}}), build_config({"instructions": {"lag": 2}})
     assert one.content_hash() == build_config({}).content_hash() != two.content_hash()
     hashed = one.model_dump(mode="json")["instructions"]

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,6 +29,11 @@ def _types(*names: TaskType) -> list[TaskType]:
 
 def _exports(*names: ExportFormat) -> list[ExportFormat]:
     return list(names)
+
+
+# The lag when a server writes the instructions: rounds enough to keep a cluster of replicas busy (measured in
+# benchmarks/scale.py), and no fewer instructions accepted or less diverse ones (benchmarks/lag.py).
+SERVED_LAG = 16
 
 
 class _Closed(BaseModel):
@@ -116,7 +121,8 @@ class InstructionConfig(_Closed):
     batch_size: int = Field(default=8, ge=1)  # prompts per round
     # Rounds sampled together: round k draws its synthetic demos from the instructions accepted up to round
     # k - lag. 1 is the method's (each round sees every round before it); more keeps a server cluster busy.
-    lag: int = Field(default=1, ge=1)
+    # "auto": 1 when the instructions are written in this process, SERVED_LAG when they come from a server.
+    lag: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     max_attempts: int = Field(default=0, ge=0)  # prompts per type before giving up; 0 = 20 × target
     novelty_threshold: float = Field(default=0.7, gt=0, le=1)
     min_words: int = Field(default=4, ge=1)  # the method rejects <= 3 words
@@ -209,6 +215,15 @@ class RunConfig(_Closed):
         return members
 
     @model_validator(mode="after")
+    def _resolve_lag(self) -> RunConfig:
+        """The lag is fixed when the configuration is read, so the data depends on the configuration alone."""
+        if self.instructions.lag == "auto":
+            served = any(m.backend == "http" for m in self.members_with("instructions"))
+            resolved = self.instructions.model_copy(update={"lag": SERVED_LAG if served else 1})
+            object.__setattr__(self, "instructions", resolved)  # frozen: set once, while being validated
+        return self
+
+    @model_validator(mode="after")
     def _prefer_names_members(self) -> RunConfig:
         names = [m.name for m in self.members]
         for name in self.consensus.prefer:
@@ -292,7 +307,9 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
-    return _merge(RunConfig(members=default_members()).model_dump(mode="json"), data)
+    defaults = RunConfig(members=default_members()).model_dump(mode="json")
+    defaults["instructions"]["lag"] = "auto"  # resolved for the members given, not for the default ones
+    return _merge(defaults, data)
 
 
 def build_config(data: dict[str, Any], source: str = "configuration") -> RunConfig:

@@ -89,7 +89,7 @@ class EnsembleInstruct:
         self.types: list[str] = list(self.cfg.types)
         self.progress = Progress({t: self.cfg.type_config(t).target for t in self.types})
         self.prefer = self.cfg.consensus.prefer or preference(self.cfg.members)
-        self.lag = self.cfg.instructions.lag
+        self.lag = int(self.cfg.instructions.lag)  # resolved from "auto" when the configuration was read
         self._check_counts()
         self.pools = {t: InstructionPool(self.cfg.instructions.novelty_threshold) for t in self.types}
         for t, pool in self.pools.items():
