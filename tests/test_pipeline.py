@@ -344,11 +344,20 @@ def test_the_method_as_published_lets_two_copies_agree(tmp_path):
     assert all(r["provenance"]["selection"]["method"] == "exact_match" for r in rows)
 
 
+def prolific(prompt, params):
+    """Three instructions in every sample, where the drafting estimate expects at most one."""
+    if isinstance(prompt, str) and prompt.startswith(INSTRUCTION_HEADER):
+        rng = random.Random(params.seed)
+        made_up = [f"{a}{b}{n}" for a in "bdkmprstvz" for b in "aeiou" for n in range(20)]  # novel every time
+        return "".join(f"\n{n}. Describe " + " ".join(rng.choice(made_up) for _ in range(6)) for n in range(3))[4:]
+    return writer(prompt, params)
+
+
 def test_drafting_ahead_leaves_no_trace_of_unused_rounds(tmp_path, monkeypatch):
-    """The generator drafts a round ahead of the extra members; with slow extras and targets met by the
-    first round (before any keep rate is known) it has always drafted the next round when a type meets
-    its target. That round must not reach the stage files, the log or the data: the run stores exactly
-    what a strictly sequential run stores."""
+    """With two rounds sampled together (lag 2) and a target of 4, the run drafts rounds 0 and 1 before any
+    is judged (as if each of 3 samples made one example); round 0 then meets the target, so round 1 is drafted
+    and not used. It must not reach the stage files, the log or the data: the run stores exactly what a
+    strictly sequential run stores, however slow the extra members."""
     def slow(fn):
         def reply(prompt, params):
             time.sleep(0.01)
@@ -358,22 +367,31 @@ def test_drafting_ahead_leaves_no_trace_of_unused_rounds(tmp_path, monkeypatch):
     runs = {}
     for name, parallel in (("ahead", True), ("sequential", False)):
         crew = backends(odd=agreeing)
+        crew["gen"] = ScriptedBackend([prolific], "gen")
         crew["ok"] = ScriptedBackend([slow(agreeing)], "ok")
-        run_generation(config(type_a={"target": 2}, type_b={"target": 2}), tmp_path / name, backends=crew,
-                       parallel=parallel)
-        runs[name] = crew
+        cfg = config(type_a={"target": 4}, type_b={"target": 4}, instructions={"batch_size": 3, "lag": 2})
+        runs[name] = run_generation(cfg, tmp_path / name, backends=crew, parallel=parallel), crew
     for name in ("data.jsonl", "rejected.jsonl", "stages/instructions.jsonl", "stages/instances.jsonl"):
         ahead, sequential = (list(read_jsonl(tmp_path / run / name)) for run in ("ahead", "sequential"))
         for record in ahead + sequential:
             record.pop("usage", None)
         assert ahead == sequential, name
-    # and the generator did draft more than it used
-    assert len(runs["ahead"]["gen"].prompts) > len(runs["sequential"]["gen"].prompts)
+    summary, crew = runs["ahead"]
+    stored = list(read_jsonl(tmp_path / "ahead" / "stages" / "instructions.jsonl"))
+    assert [(r["type"], r["round"]) for r in stored] == [("A", 0), ("B", 0)]
+    asked = [p for p in crew["gen"].prompts if p.startswith(INSTRUCTION_HEADER)]
+    assert len(asked) == 4 * 3  # rounds 0 and 1 of each type, 3 samples each: round 1 drafted and not used
+    assert summary["this_run"]["unused_rounds"] == 2 and summary["this_run"]["unused"] > 0
 
 
 def test_drafting_stops_running_ahead_once_the_rounds_in_flight_should_meet_the_target():
-    progress = Progress({"A": 10, "B": 4})
-    assert not progress.enough_in_flight("A", 3)  # no round decided yet: no keep rate to go by
+    progress = Progress({"A": 10, "B": 4}, batch_size=2)
+    # nothing judged yet: as if each of a round's 2 samples made a kept example
+    assert not progress.enough_in_flight("A", 4)  # 8 expected < 10
+    assert progress.enough_in_flight("A", 5)  # 10 expected
+    progress.judged_round("A", 1)
+    progress.judged_round("A", 1)  # judged, none decided: 1 accepted instruction a round
+    assert not progress.enough_in_flight("A", 9) and progress.enough_in_flight("A", 10)
     progress.decided("A", 3)
     progress.decided("A", 3)  # 6 kept in 2 rounds: 3 a round, 4 to go
     assert not progress.enough_in_flight("A", 3)  # 1 round in flight: 3 expected < 4

@@ -32,8 +32,9 @@ class Progress:
     keep rate of its decided rounds): a round drafted after its type is done is thrown away. Which rounds are
     drafted when changes no record, only how much work is wasted."""
 
-    def __init__(self, targets: dict[str, int]) -> None:
+    def __init__(self, targets: dict[str, int], batch_size: int = 1) -> None:
         self.targets = targets
+        self.batch_size = batch_size  # before any round is judged: as if every sample became an instruction
         self.kept = {t: 0 for t in targets}
         self.rounds = {t: 0 for t in targets}
         self.accepted = {t: 0 for t in targets}  # instructions accepted in the rounds judged so far
@@ -49,13 +50,14 @@ class Progress:
 
     def enough_in_flight(self, t: str, drafted: int) -> bool:
         """Whether the rounds drafted and not decided should meet the target: at the keep rate of the decided
-        rounds, or before any is decided at the rate of accepted instructions (no round keeps more)."""
+        rounds; before any is decided, at the rate of accepted instructions (no round keeps more); before any
+        is judged, at one instruction per sample."""
         if self.rounds[t]:
             rate = self.kept[t] / self.rounds[t]
         elif self.judged[t]:
             rate = self.accepted[t] / self.judged[t]
         else:
-            return False
+            rate = self.batch_size
         return (drafted - self.rounds[t]) * rate >= self.targets[t] - self.kept[t]
 
 
@@ -87,7 +89,9 @@ class EnsembleInstruct:
     def __init__(self, ctx: RunContext, parallel: bool = True) -> None:
         self.ctx, self.cfg, self.parallel = ctx, ctx.cfg, parallel
         self.types: list[str] = list(self.cfg.types)
-        self.progress = Progress({t: self.cfg.type_config(t).target for t in self.types})
+        self.progress = Progress(
+            {t: self.cfg.type_config(t).target for t in self.types}, self.cfg.instructions.batch_size
+        )
         self.prefer = self.cfg.consensus.prefer or preference(self.cfg.members)
         self.lag = int(self.cfg.instructions.lag)  # resolved from "auto" when the configuration was read
         self._check_counts()
@@ -103,7 +107,7 @@ class EnsembleInstruct:
         self.decided = {t: 0 for t in self.types}  # rounds decided so far
         self.done: set[str] = set()
         self.capped: set[str] = set()  # types that drafted up to their attempt cap
-        self.tokens = {"used": 0, "unused": 0, "unused_rounds": 0}
+        self.this_run = {"used": 0, "unused": 0, "unused_rounds": 0}
 
     def _check_counts(self) -> None:
         for t in self.types:
@@ -126,7 +130,7 @@ class EnsembleInstruct:
     # --- the loop -------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, int]:
-        """Make the data; returns the generated tokens this run used and left unused."""
+        """Make the data; returns what this run generated: tokens used, and left unused in rounds not needed."""
         with Calls(self.ctx.backends, self.parallel) as self.calls:
             try:
                 shown = 0.0
@@ -143,13 +147,13 @@ class EnsembleInstruct:
                         self.ctx.on_event("in_flight", dict(self.calls.prompts_in_flight))
             finally:
                 self._count_unused()
-        self.tokens["peak_in_flight"] = self.calls.peak_prompts_in_flight
-        return self.tokens
+        self.this_run["peak_in_flight"] = self.calls.peak_prompts_in_flight
+        return self.this_run
 
     def _count_unused(self) -> None:
         for work in self.rounds.values():
-            self.tokens["unused"] += work.tokens
-            self.tokens["unused_rounds"] += 1
+            self.this_run["unused"] += work.tokens
+            self.this_run["unused_rounds"] += 1
 
     def _window(self) -> int:
         """How many rounds of a type may be drafted and not decided: enough for lag rounds in each stage."""
@@ -330,7 +334,7 @@ class EnsembleInstruct:
     def _use(self, work: RoundWork) -> None:
         """Publish and decide a complete round; its type is done once its target is met."""
         t, kept = work.type, self.progress.kept
-        self.tokens["used"] += work.tokens
+        self.this_run["used"] += work.tokens
         if not work.stalled:
             self.ctx.publish(work)
             self.progress.decided(t, self._decide_all(work.instances, work.candidates, work.target - kept[t]))
