@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +28,7 @@ from faultproxy import FaultProxy, seeded
 from servers import free_port
 from test_faults import RATES, SEEN_AS
 from test_memory import writer
-from test_pipeline import agreeing
+from test_pipeline import agreeing, disagreeing
 
 SERVER = Path(__file__).resolve().parents[1] / "benchmarks" / "latency_server.py"
 
@@ -42,7 +43,12 @@ def scripted_config(lag: int, target: int = 30):
 
 def scripted_crew() -> dict[str, ScriptedBackend]:
     return {"gen": ScriptedBackend([writer], "gen"), "ok": ScriptedBackend([agreeing], "ok"),
-            "ok2": ScriptedBackend([agreeing], "ok2")}  # fmt: skip
+            "ok2": ScriptedBackend([sometimes_agreeing], "ok2")}  # fmt: skip
+
+
+def sometimes_agreeing(prompt, params):
+    """Agrees on about two instances in three, so rounds keep unevenly and the drafting estimate is only that."""
+    return disagreeing(prompt, params) if zlib.crc32(str(prompt).encode()) % 3 == 0 else agreeing(prompt, params)
 
 
 def test_a_round_draws_its_synthetic_demos_only_from_rounds_lag_back(tmp_path):
@@ -75,13 +81,14 @@ def test_lag_changes_the_data_and_its_hash_but_lag_1_keeps_the_hash_of_before():
     assert "lag" in hashed  # in the configuration; left out of the hash only at 1, the data made before it existed
 
 
-def test_a_finished_run_started_again_asks_the_models_nothing(tmp_path):
-    run_generation(scripted_config(lag=2, target=12), tmp_path, backends=scripted_crew())
+@pytest.mark.parametrize("lag", [1, 3])
+def test_a_finished_run_started_again_asks_the_models_nothing(tmp_path, lag):
+    run_generation(scripted_config(lag, target=40), tmp_path, backends=scripted_crew())
     again = scripted_crew()
-    summary = run_generation(scripted_config(lag=2, target=12), tmp_path, backends=again)
+    summary = run_generation(scripted_config(lag, target=40), tmp_path, backends=again)
     assert [len(b.prompts) for b in again.values()] == [0, 0, 0]
     assert summary["this_run"]["used"] == summary["this_run"]["unused"] == 0
-    assert summary["kept"] == 24
+    assert summary["kept"] == 80
 
 
 def test_rounds_drafted_ahead_and_not_needed_are_counted_as_unused(tmp_path):

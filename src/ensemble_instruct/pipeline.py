@@ -186,9 +186,10 @@ class EnsembleInstruct:
                     continue
                 if (stored := self.ctx.finished.rounds.get((t, k))) is not None:
                     work.record = stored
+                    self._judge_ready(t)
+                    self._decide_ready()  # a replayed round may meet the target: then nothing more is asked for
                 else:
                     self._sample(work)
-                self._judge_ready(t)
 
     def _sample(self, work: RoundWork) -> None:
         t, k = work.type, work.round
