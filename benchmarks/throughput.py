@@ -82,17 +82,18 @@ def open_backends(cfg, baseline: bool) -> dict[str, LlamaCppBackend]:
     return out
 
 
-def timed_run(cfg, out: Path, baseline: bool) -> float:
+def timed_run(cfg, out: Path, baseline: bool) -> tuple[float, float]:
+    """Seconds the run took, and the share of its generated tokens in rounds drafted and not needed."""
     shutil.rmtree(out, ignore_errors=True)
     backends = open_backends(cfg, baseline)
     try:
         store = RunStore(out, cfg)
         started = time.perf_counter()
         ctx = RunContext(cfg, store, backends, load_seeds(cfg.seeds), load_demos())
-        EnsembleInstruct(ctx, parallel=not baseline).run()
+        made = EnsembleInstruct(ctx, parallel=not baseline).run()
         seconds = time.perf_counter() - started
         store.close()
-        return seconds
+        return seconds, made["unused"] / max(1, made["used"] + made["unused"])
     finally:
         for b in backends.values():
             b.close()
@@ -117,7 +118,8 @@ def main() -> None:
 
     rates = {m.name: engine_rate(resolve_model(m.model)[0]) for m in cfg.members}
     batched = {m.name: batched_rate(resolve_model(m.model)[0], member_kind(m) == "instruct") for m in cfg.members}
-    seconds = {arm: timed_run(cfg, args.out / arm, arm == "baseline") for arm in arms}
+    timed = {arm: timed_run(cfg, args.out / arm, arm == "baseline") for arm in arms}
+    seconds = {arm: s for arm, (s, _) in timed.items()}
 
     print(f"{CORES} cores; the engine decodes one sequence at a time, or 16 together, with all of them")
     print(f"{'member':>20} {'1-seq tok/s':>11} {'16-seq tok/s':>12} {'our tokens':>10} {'1-seq s':>8} {'16-seq s':>8}")
@@ -134,7 +136,7 @@ def main() -> None:
         print(f"{arm:>9}: {summary['kept']} kept in {seconds[arm]:.0f} s; {total} tokens generated, "
               f"{total / seconds[arm]:.1f} tok/s = {single / seconds[arm]:.0%} of the single-sequence bound "
               f"({single:.0f} s), {sixteen / seconds[arm]:.0%} of the 16-sequence bound ({sixteen:.0f} s); "
-              f"prompt tokens from cache {summary['cached_share']:.0%}")
+              f"prompt tokens from cache {summary['cached_share']:.0%}; drafted and not needed {timed[arm][1]:.1%}")
     if args.no_baseline:
         return
     same = list(read_jsonl(args.out / "ours" / "data.jsonl")) == list(read_jsonl(args.out / "baseline" / "data.jsonl"))

@@ -309,13 +309,16 @@ class EnsembleInstruct:
             self._outputs_done(work)
 
     def _outputs_done(self, work: RoundWork) -> None:
-        answers = {**self.ctx.finished.outputs, **work.answers}
+        stored = self.ctx.finished.outputs
         for inst in work.instances:
-            answered = [m for m in self.ctx.extras_for(inst.model) if (inst.id, m) in answers]
+            found = (
+                (m, work.answers.get((inst.id, m)) or stored.get((inst.id, m))) for m in self.ctx.extras_for(inst.model)
+            )
+            answered = [(m, record) for m, record in found if record]
             work.candidates[inst.id] = [
-                Candidate(**{**answers[(inst.id, m)]["candidate"], "index": k}) for k, m in enumerate(answered, start=1)
+                Candidate(**{**record["candidate"], "index": k}) for k, (_, record) in enumerate(answered, start=1)
             ]
-            made = [work.answers[(inst.id, m)] for m in answered if (inst.id, m) in work.answers]
+            made = [work.answers[(inst.id, m)] for m, _ in answered if (inst.id, m) in work.answers]
             work.unsaved.extend(("outputs", record) for record in made)
         self.ctx.on_event("outputs", {"done": len(work.answers)})
         work.complete = True
@@ -359,6 +362,8 @@ class EnsembleInstruct:
 
     def _member_failed(self, member: str, error: str | None) -> None:
         """Stop, or go on without the member while another extra member is left to agree with."""
+        if member in self.ctx.down:
+            return  # another round's call to it failed first; its answers still in flight fail the same way
         self.ctx.down.add(member)
         generators = [m.name for m in self.cfg.members_with("instances")]
         if self.cfg.on_member_failure == "stop" or not all(self.ctx.extras_for(g) for g in generators):
