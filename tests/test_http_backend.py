@@ -178,7 +178,7 @@ def test_from_member_reads_the_api_key(monkeypatch):
     monkeypatch.setenv("EI_TEST_KEY", "sekrit")
     backend = HttpBackend.from_member(member)
     assert backend.instruction_tuned is False and backend.max_retries == member.max_retries
-    assert backend._client.headers["authorization"] == "Bearer sekrit"
+    assert all(client.headers["authorization"] == "Bearer sekrit" for client in backend._clients)
     backend.close()
 
 
