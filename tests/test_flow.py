@@ -105,7 +105,10 @@ def test_rounds_drafted_ahead_and_not_needed_are_counted_as_unused(tmp_path):
 @contextmanager
 def latency_server(replicas: int, latency: float, jitter: float) -> Iterator[list[str]]:
     """The benchmark's server in its own process: answers that agree, after latency + random jitter."""
-    ports = [free_port() for _ in range(replicas)]
+    ports: list[int] = []
+    while len(ports) < replicas:  # a port handed out and released may be handed out again at once
+        if (port := free_port()) not in ports:
+            ports.append(port)
     args = [sys.executable, str(SERVER), "--ports", ",".join(map(str, ports)),
             "--latency", str(latency), "--jitter", str(jitter)]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)

@@ -6,6 +6,7 @@ does not depend on timing."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -72,6 +73,7 @@ class RoundWork(Draft):
     answers: dict[tuple[str, str], Record] = field(default_factory=dict)  # extra answers made now
     candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # extra candidates, by instance
     waiting: int = 0  # calls of the current stage not back yet
+    parked: Callable[[RoundWork], None] | None = None  # its next stage, held while the rounds before it may suffice
     complete: bool = False
     tokens: int = 0  # generated for this round by this run
 
@@ -227,7 +229,23 @@ class EnsembleInstruct:
             self.synthetic[t].extend(work.tasks)
             self.synthetic_after[t].append(len(self.synthetic[t]))
             self.ctx.tasks.update((task.id, task) for task in work.tasks)
-            self._write_instances(work)
+            self._next_stage(work, self._write_instances)
+
+    def _next_stage(self, work: RoundWork, stage: Callable[[RoundWork], None]) -> None:
+        """Start a round's next stage, unless the rounds before it, still undecided, are expected to meet the
+        target: then it waits for their decisions (and is not needed if they do meet it). Which calls are made
+        then changes no answer, only how much work goes unused."""
+        if self.progress.enough_in_flight(work.type, work.round):
+            work.parked = stage
+        else:
+            stage(work)
+
+    def _unpark(self, t: str) -> None:
+        """After a decision of type t: start the held stages that the rounds before them may no longer cover."""
+        for (other, _), work in sorted(self.rounds.items()):
+            if other == t and (stage := work.parked) is not None:
+                work.parked = None
+                self._next_stage(work, stage)
 
     # --- stage 2: instances -------------------------------------------------------------------------------
 
@@ -265,7 +283,7 @@ class EnsembleInstruct:
         work.instances = [Instance(**r["instance"]) for r in records if "instance" in r]
         work.rejections = [r["rejection"] for r in records if "rejection" in r]
         if self.cfg.ensemble:
-            self._extra_outputs(work)
+            self._next_stage(work, self._extra_outputs)
         else:
             work.complete = True
 
@@ -350,6 +368,8 @@ class EnsembleInstruct:
                 if other_type == t:  # drafted ahead and not needed: not started, not asked for
                     self.calls.cancel(left)
             self.ctx.on_event("type_done", {"type": t, "kept": kept[t], "target": work.target, "stalled": work.stalled})
+        else:
+            self._unpark(t)
 
     def _decide_all(self, instances: list[Instance], candidates: dict[str, list[Candidate]], room: int) -> int:
         """Consensus for a round's instances, until the type's target is met; returns how many were kept."""
