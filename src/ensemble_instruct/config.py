@@ -218,7 +218,10 @@ class RunConfig(_Closed):
     def _resolve_lag(self) -> RunConfig:
         """The lag is fixed when the configuration is read, so the data depends on the configuration alone."""
         if self.instructions.lag == "auto":
-            served = any(m.backend == "http" for m in self.members_with("instructions"))
+            # only the Ensemble-Instruct recipe samples rounds together; the Self-Instruct one ignores the lag
+            served = self.method == "ensemble-instruct" and any(
+                m.backend == "http" for m in self.members_with("instructions")
+            )
             resolved = self.instructions.model_copy(update={"lag": SERVED_LAG if served else 1})
             object.__setattr__(self, "instructions", resolved)  # frozen: set once, while being validated
         return self

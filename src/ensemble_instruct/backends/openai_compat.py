@@ -96,7 +96,6 @@ class HttpBackend:
         self._sleep = sleep
         self._random = random.Random()  # backoff jitter only; never touches generated text
         self._lock = threading.Lock()
-        workers = self.max_concurrency * len(self.replicas)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # one connection pool per replica: a pool's bookkeeping grows with its connections, and one pool for
         # every replica spent more CPU on it than on the requests (and let fewer requests out at once)
@@ -113,7 +112,7 @@ class HttpBackend:
             )
             for _ in self.replicas
         ]
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"http-{name}")
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrent_calls, thread_name_prefix=f"http-{name}")
         self._closed = False
 
     @classmethod
