@@ -37,9 +37,9 @@ class Progress:
         self.targets = targets
         self.batch_size = batch_size  # before any round is judged: as if every sample became an instruction
         self.kept = {t: 0 for t in targets}
-        self.rounds = {t: 0 for t in targets}
+        self.rounds = {t: 0 for t in targets}  # rounds decided so far
         self.accepted = {t: 0 for t in targets}  # instructions accepted in the rounds judged so far
-        self.judged = {t: 0 for t in targets}
+        self.judged = {t: 0 for t in targets}  # rounds judged so far
 
     def decided(self, t: str, kept: int) -> None:
         self.kept[t] += kept
@@ -105,8 +105,6 @@ class EnsembleInstruct:
         self.synthetic_after: dict[str, list[int]] = {t: [] for t in self.types}  # len(synthetic) per judged round
         self.rounds: dict[tuple[str, int], RoundWork] = {}  # drafted and not decided
         self.next_round = {t: 0 for t in self.types}  # the next round to draft
-        self.judged = {t: 0 for t in self.types}  # rounds judged so far
-        self.decided = {t: 0 for t in self.types}  # rounds decided so far
         self.done: set[str] = set()
         self.capped: set[str] = set()  # types that drafted up to their attempt cap
         self.this_run = {"used": 0, "unused": 0, "unused_rounds": 0}
@@ -166,8 +164,8 @@ class EnsembleInstruct:
         return (
             t not in self.done
             and t not in self.capped
-            and k < self.judged[t] + self.lag
-            and k < self.decided[t] + self._window()
+            and k < self.progress.judged[t] + self.lag
+            and k < self.progress.rounds[t] + self._window()
             and not self.progress.enough_in_flight(t, k)
         )
 
@@ -210,7 +208,7 @@ class EnsembleInstruct:
 
     def _judge_ready(self, t: str) -> None:
         """Judge the rounds of type t that came back, in round order, and start their instances."""
-        while t not in self.done and (work := self.rounds.get((t, self.judged[t]))) and not work.complete:
+        while t not in self.done and (work := self.rounds.get((t, self.progress.judged[t]))) and not work.complete:
             if (result := work.sampling) is not None:
                 if work.samples is None:
                     return
@@ -224,7 +222,6 @@ class EnsembleInstruct:
                 work.tasks = [task_from_json(x) for x in work.record["tasks"]]
                 for task in work.tasks:
                     self.pools[t].add(task.instruction)
-            self.judged[t] += 1
             self.progress.judged_round(t, len(work.tasks))
             self.synthetic[t].extend(work.tasks)
             self.synthetic_after[t].append(len(self.synthetic[t]))
@@ -346,8 +343,8 @@ class EnsembleInstruct:
     def _decide_ready(self) -> None:
         """Decide the complete rounds that come next in the fixed order (round by round, types in turn)."""
         while live := [t for t in self.types if t not in self.done]:
-            t = min(live, key=lambda t: (self.decided[t], self.types.index(t)))
-            work = self.rounds.get((t, self.decided[t]))
+            t = min(live, key=lambda t: (self.progress.rounds[t], self.types.index(t)))
+            work = self.rounds.get((t, self.progress.rounds[t]))
             if work is None or not work.complete:
                 return
             del self.rounds[(t, work.round)]
@@ -361,7 +358,6 @@ class EnsembleInstruct:
             self.ctx.publish(work)
             self.progress.decided(t, self._decide_all(work.instances, work.candidates, work.target - kept[t]))
             self.ctx.forget(t, work.round, work.tasks)
-        self.decided[t] += 1
         if work.stalled or kept[t] >= work.target:
             self.done.add(t)
             for (other_type, _), left in list(self.rounds.items()):
