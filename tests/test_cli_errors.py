@@ -74,6 +74,10 @@ def _other_run(tmp: Path) -> None:
     (tmp / "out" / "stages" / "instructions.jsonl").write_text('{"id": "t1", "type": "A"}\n')
 
 
+def _drafts_of_seed_42(tmp: Path) -> None:
+    (tmp / "out" / "config.yaml").write_text((tmp / "cfg.yaml").read_text())
+
+
 def _garbage_manifest(tmp: Path) -> None:
     (tmp / "out" / "manifest.json").write_text("{this is not json")
 
@@ -169,6 +173,10 @@ CASES = [
          ["locked/run", "cannot create the output directory"], setup=_locked_parent),
     Case("out-is-a-file", ["generate", "--config", "cfg.yaml", "--out", "taken.txt"],
          ["taken.txt", "exists and is not a directory"], {"taken.txt": "an ordinary file\n"}),
+    Case("drafts-from-no-run", ["generate", "--config", "cfg.yaml", "--drafts-from", "cfgdir"],
+         ["cfgdir", "not a run directory"], setup=_config_dir),
+    Case("drafts-from-other-settings", ["generate", "--config", "cfg.yaml", "--seed", "9", "--drafts-from", "out"],
+         ["out", "made with other settings"], setup=_drafts_of_seed_42),
     # other commands
     Case("stats-missing-dir", ["stats", "no-such-run"], ["no-such-run"]),
     Case("export-bad-format", ["export", "out", "--format", "csv"], ["--format", "'csv'"]),

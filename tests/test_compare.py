@@ -36,6 +36,13 @@ def test_the_three_data_sets_differ_only_in_the_recipe():
         (5, 10, "default", ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct"))}
 
 
+def test_a_comparison_of_some_data_sets_makes_only_those():
+    configs = data_configs(None, {"type_a.target": 7}, ["single-output", "ensemble-instruct"])
+    assert list(configs) == ["ensemble-instruct", "single-output"]  # the lender of drafts comes first
+    assert configs["ensemble-instruct"].drafts_hash() == configs["single-output"].drafts_hash()
+    assert configs["ensemble-instruct"].content_hash() != configs["single-output"].content_hash()
+
+
 def test_every_data_set_gets_the_same_steps():
     configs = data_configs(None, {"type_a.target": 10, "type_b.target": 10})
     assert shared_budget(TrainConfig(epochs=2, batch_size=8), configs).max_steps == 5  # ceil(2 * 20 / 8)
@@ -109,6 +116,9 @@ def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Pa
                                    ("self-instruct", "self-instruct", True)):
         cfg = yaml.safe_load((out / "data" / name / "config.yaml").read_text())
         assert (cfg["method"], cfg["ensemble"], cfg["types"]) == (method, ensemble, ["B"])
+    # the single-output data set starts from the ensemble's drafts: its rounds cost no model call
+    lent = json.loads((out / "data" / "single-output" / "summary.json").read_text())["this_run"]
+    assert lent["used"] == lent["unused"] == lent["peak_in_flight"] == 0
     rows = table["rows"]
     assert [r["data_set"] for r in rows] == ["none", "ensemble-instruct", "single-output", "self-instruct"]
     trained = [r for r in rows[1:] if r["scores"] is not None]

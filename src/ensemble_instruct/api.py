@@ -66,9 +66,12 @@ def generate(
     *,
     force: bool = False,
     progress: bool = False,
+    drafts_from: str | Path | None = None,
 ) -> Run:
     """Make (or resume) a data set into `out` and return it. `config` is a RunConfig, a mapping of fields laid
-    over the defaults, or the path of a YAML file; None is the embedded default ensemble."""
+    over the defaults, or the path of a YAML file; None is the embedded default ensemble. `drafts_from`, a run
+    made with the same settings for stages 1 and 2, lends its instructions and instances (and its extra answers
+    where those settings match too): another vote, target or the single-output ablation then costs no redrafting."""
     from rich.console import Console
 
     from .run import run_generation
@@ -79,5 +82,6 @@ def generate(
         cfg = build_config(config)
     else:
         cfg = config or build_config({})
-    run_generation(cfg, Path(out), force=force, console=Console(stderr=True) if progress else None)
+    console = Console(stderr=True) if progress else None
+    run_generation(cfg, Path(out), force=force, console=console, drafts_from=Path(drafts_from) if drafts_from else None)
     return Run(Path(out))

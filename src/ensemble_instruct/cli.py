@@ -88,6 +88,12 @@ def seeds(path: str) -> None:
     help="The method as published: blank-line stops, no answer hygiene, the medoid of the vote.",
 )
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any configuration field.")
+@click.option(
+    "--drafts-from",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="A run made with the same instruction and instance settings, whose drafts (and extra answers, where "
+    "their settings match) this run starts from: another vote or target without drafting again.",
+)
 @click.option("--force", is_flag=True, help="Start over in an output directory from another configuration.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def generate(
@@ -102,6 +108,7 @@ def generate(
     rule: str | None,
     faithful: bool,
     sets: tuple[str, ...],
+    drafts_from: Path | None,
     force: bool,
     quiet: bool,
 ) -> None:
@@ -121,7 +128,7 @@ def generate(
     }
     overrides = (FAITHFUL if faithful else {}) | {k: v for k, v in flags.items() if v is not None}
     cfg = load_config(config_path, overrides | overrides_from(sets))
-    summary = run_generation(cfg, out_dir, force=force, console=None if quiet else console)
+    summary = run_generation(cfg, out_dir, force=force, console=None if quiet else console, drafts_from=drafts_from)
     print_summary(summary, out_dir)
     from .report import write_report
 

@@ -246,18 +246,40 @@ class RunConfig(_Closed):
 
     def content_hash(self) -> str:
         """Hash of every setting that changes the data a run makes (not exports, timeouts or limits)."""
-        transport = {"timeout_s", "max_retries", "max_concurrency", "api_key_env", "base_urls"}
-        exclude: dict[str, Any] = {"exports": True, "on_member_failure": True, "members": {"__all__": transport}}
+        exclude: dict[str, Any] = {}
         if self.method == "ensemble-instruct":
             exclude["self_instruct"] = True  # unused, so a change to it must not refuse a resume
         if self.method == "self-instruct" or not self.ensemble:
             exclude |= {"outputs": True, "consensus": True}  # no extra answers, no vote
-        data = self.model_dump(mode="json", exclude=exclude)
+        return self._hash(exclude)
+
+    def drafts_hash(self) -> str:
+        """Hash of the settings that make the instructions and instances (stages 1 and 2): two Ensemble-Instruct
+        runs with the same drafts hash write the same rounds, whatever their targets, vote or extra answers."""
+        return self._hash(_NOT_DRAFTS | {"outputs": True})
+
+    def answers_hash(self) -> str:
+        """Hash of the settings that make the extra answers (stage 3) too: the vote alone may differ."""
+        return self._hash(_NOT_DRAFTS)
+
+    def _hash(self, exclude: dict[str, Any]) -> str:
+        transport = {"timeout_s", "max_retries", "max_concurrency", "api_key_env", "base_urls"}
+        always: dict[str, Any] = {"exports": True, "on_member_failure": True, "members": {"__all__": transport}}
+        data = self.model_dump(mode="json", exclude=always | exclude)
         if data["instructions"]["lag"] == 1:
             del data["instructions"]["lag"]  # the data of runs made before lag existed: they still resume
         blob = json.dumps(data, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+
+# What the rounds of stages 1 and 2 do not depend on: how many examples are kept, and how they are chosen.
+_NOT_DRAFTS: dict[str, Any] = {
+    "ensemble": True,
+    "consensus": True,
+    "self_instruct": True,
+    "type_a": {"target": True},
+    "type_b": {"target": True},
+}
 
 # The method as published (METHOD.md sections 5 and 6), where the default goes beyond it: every extra answer ends
 # at a blank line, every answer votes, and the medoid of the vote is kept.

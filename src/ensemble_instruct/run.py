@@ -98,17 +98,21 @@ def run_generation(
     console: Console | None = None,
     backends: dict[str, Backend] | None = None,
     parallel: bool = True,
+    drafts_from: Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a generation into out_dir and return its summary. `parallel` off makes the stages wait
-    for each other and the extra members answer in turn (the same data, more slowly: a baseline)."""
+    for each other and the extra members answer in turn (the same data, more slowly: a baseline). A run in
+    drafts_from lends its instructions, instances and extra answers where this run would make the same."""
     seeds = load_seeds(cfg.seeds)
     demos = load_demos()
     RunStore.check(out_dir, cfg, force)  # before loading models: a refused directory fails at once
+    if drafts_from is not None:
+        RunStore.check_drafts(drafts_from, cfg)
     with sole_writer(out_dir):
         own = backends is None
         backends = backends if backends is not None else open_members(cfg)
         try:
-            flow = _run_recipe(cfg, out_dir, force, console, backends, seeds, demos, parallel)
+            flow = _run_recipe(cfg, out_dir, force, console, backends, seeds, demos, parallel, drafts_from)
         finally:
             if own:
                 close_all(backends)
@@ -129,12 +133,15 @@ def _run_recipe(
     seeds,
     demos,
     parallel: bool,
+    drafts_from: Path | None,
 ) -> dict[str, int] | None:
     """The configured recipe over the run directory's store, which is closed however the run ends; returns
     what the recipe says of its own work (tokens used and left unused)."""
-    store = RunStore(out_dir, cfg, force=force)
+    store = RunStore(out_dir, cfg, force=force, drafts_from=drafts_from)
     try:
-        if console is not None and store.resumed:
+        if console is not None and store.drafts_reused:
+            console.print(f"starting from the {', '.join(store.drafts_reused)} of {drafts_from}")
+        elif console is not None and store.resumed:
             console.print(f"resuming the run in {out_dir}")
         view = ProgressView(cfg, console) if console is not None else None
         ctx = RunContext(cfg, store, backends, seeds, demos, on_event=view or (lambda kind, data: None))

@@ -14,7 +14,7 @@ import yaml
 from filelock import FileLock, Timeout
 
 from . import __version__
-from .config import RunConfig
+from .config import RunConfig, load_config
 from .errors import UserError
 from .paths import STAGES, RunPaths
 
@@ -73,11 +73,13 @@ def _truncate(path: Path, size: int) -> None:
 class RunStore:
     """One run's output directory. Every write is one whole line, appended and flushed."""
 
-    def __init__(self, root: Path, config: RunConfig, force: bool = False) -> None:
+    def __init__(self, root: Path, config: RunConfig, force: bool = False, drafts_from: Path | None = None) -> None:
         self.root = Path(root)
         self.paths = RunPaths(self.root)
         self.config = config
         self._claim(force)
+        # stage names copied from the run in drafts_from
+        self.drafts_reused = self._reuse_drafts(drafts_from) if drafts_from is not None else []
         self._handles: dict[str, Any] = {}
         self._writing = threading.Lock()
         # stage records already on disk, for the pipeline to replay; only keys of the rest stay in memory
@@ -130,6 +132,41 @@ class RunStore:
             self._write_atomic(self.paths.config, dump)
         except OSError as err:
             raise UserError(f"{self.root}: cannot write ({err.strerror})") from None
+
+    def _reuse_drafts(self, source: Path) -> list[str]:
+        """Start from the stage records of the run in source that this run would make itself. Stages 1 and 2
+        do not depend on how many examples a run keeps or how it chooses them, nor stage 3 on the vote, and
+        records are keyed by content, so the single-output ablation, a larger target or another vote then asks
+        the models only for what source did not make, and keeps the data it would have made alone. Returns the
+        stages copied: none into a run that already has records of its own."""
+        theirs = self.check_drafts(source, self.config)
+        if any(self._path(name).is_file() and self._path(name).stat().st_size for name in STAGES):
+            return []
+        stages = ["instructions", "instances"]
+        if self.config.ensemble and theirs.answers_hash() == self.config.answers_hash():
+            stages.append("outputs")
+        for name in stages:  # whole records only: source may be a run still being written
+            records = read_jsonl(RunPaths(source).stage(name))
+            self._write_atomic(self._path(name), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return stages
+
+    @staticmethod
+    def check_drafts(source: Path, config: RunConfig) -> RunConfig:
+        """Refuse drafts from a run whose instructions and instances differ from this configuration's; return
+        the configuration of the run in source."""
+        source = Path(source)
+        if not RunPaths(source).config.is_file():
+            raise UserError(f"{source}: not a run directory (no {RunPaths(source).config.name})")
+        theirs = load_config(RunPaths(source).config)
+        for cfg, what in ((theirs, str(source)), (config, "this run")):
+            if cfg.method != "ensemble-instruct":
+                raise UserError(f"{what}: drafts are shared between Ensemble-Instruct runs only, not {cfg.method}")
+        if theirs.drafts_hash() != config.drafts_hash():
+            raise UserError(
+                f"{source}: its instructions and instances were made with other settings; only the targets, "
+                "the vote (consensus, --no-ensemble) and the extra answers (outputs) may differ"
+            )
+        return theirs
 
     @staticmethod
     def _write_atomic(path: Path, text: str) -> None:

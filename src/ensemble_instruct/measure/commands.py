@@ -183,6 +183,13 @@ def evaluate_command(
 @click.option("--limit", type=int, help="Score the first N items of each task file.")
 @click.option("--max-new-tokens", type=int, default=None, help="Answer length limit [default: 128].")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a generation field.")
+@click.option(
+    "--data-set",
+    "names",
+    multiple=True,
+    type=click.Choice(["ensemble-instruct", "single-output", "self-instruct"]),
+    help="Make, train and score only these data sets [default: all three]; repeatable.",
+)
 @_engine_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def compare_command(
@@ -195,6 +202,7 @@ def compare_command(
     limit: int | None,
     max_new_tokens: int | None,
     sets: tuple[str, ...],
+    names: tuple[str, ...],
     engine: str,
     quiet: bool,
     **flags: Any,
@@ -218,6 +226,7 @@ def compare_command(
         max_new_tokens or MAX_NEW_TOKENS,
         console=None if quiet else console,
         engine=engine,
+        names=names,
     )
     out.print((out_dir / "compare.md").read_text(), soft_wrap=True, highlight=False)
     out.print(f"wrote {out_dir / 'compare.json'} and {out_dir / 'compare.md'} ({len(table['rows'])} rows)")

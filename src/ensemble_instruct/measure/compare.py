@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,29 @@ DATA_SETS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "self-instruct": ("Self-Instruct recipe, same models", {"method": "self-instruct"}),
 }
+# The single-output data set draws the same instructions and instances as the Ensemble-Instruct one (only the vote
+# differs), so it starts from that run's drafts instead of drafting them again.
+LENDER = {"single-output": "ensemble-instruct"}
 # The paper's claims, as (data set, the one it should beat) pairs: tuning helps, ensembling helps, and the
 # recipe beats Self-Instruct's with the same models ("none" is the zero-shot base).
 CLAIMS = (("ensemble-instruct", "none"), ("ensemble-instruct", "single-output"), ("ensemble-instruct", "self-instruct"))
 RESAMPLES = 10_000
 
 
-def data_configs(config_path: Path | None, overrides: dict[str, Any]) -> dict[str, RunConfig]:
-    """One run configuration per data set: the user's settings with each data set's own fields on top."""
-    return {name: load_config(config_path, overrides | fields) for name, (_, fields) in DATA_SETS.items()}
+def data_configs(
+    config_path: Path | None, overrides: dict[str, Any], names: Sequence[str] = ()
+) -> dict[str, RunConfig]:
+    """One run configuration per data set (those named, or all): the user's settings with each data set's own
+    fields on top."""
+    return {n: load_config(config_path, overrides | DATA_SETS[n][1]) for n in DATA_SETS if not names or n in names}
+
+
+def _lender(out_dir: Path, name: str, cfg: RunConfig) -> Path | None:
+    """The run of this comparison whose drafts the data set can start from, if there is one."""
+    lender = out_dir / "data" / LENDER[name] if name in LENDER else None
+    if lender is None or not RunPaths(lender).config.is_file():
+        return None
+    return lender if load_config(RunPaths(lender).config).drafts_hash() == cfg.drafts_hash() else None
 
 
 def _generated(run_dir: Path, cfg: RunConfig) -> bool:
@@ -71,10 +86,11 @@ def compare(
     console: Console | None = None,
     cache: Path | None = None,
     engine: str = "auto",
+    names: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Generate, train and evaluate each data set; write compare.json and compare.md into out_dir."""
+    """Generate, train and evaluate each data set (those named, or all); write compare.json and compare.md."""
     out_dir = Path(out_dir)
-    configs = data_configs(config_path, overrides or {})
+    configs = data_configs(config_path, overrides or {}, names)
     budget = shared_budget(train_cfg, configs)
     rows: list[dict[str, Any]] = []
     zero_shot: dict[str, Any] | None = None
@@ -84,7 +100,7 @@ def compare(
             # a data set made with other settings is made again; the others are kept
             stale = RunPaths(run_dir).manifest.is_file() and not _resumable(run_dir, cfg)
             _say(console, f"[bold]{name}[/bold]: generating into {run_dir}" + (" (settings changed)" if stale else ""))
-            run_generation(cfg, run_dir, force=stale, console=console)
+            run_generation(cfg, run_dir, force=stale, console=console, drafts_from=_lender(out_dir, name, cfg))
         kept = sum(1 for _ in read_jsonl(RunPaths(run_dir).kept))
         if not kept:
             rows.append({"data_set": name, "label": DATA_SETS[name][0], "examples": 0, "scores": None})
