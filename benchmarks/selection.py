@@ -17,16 +17,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ensemble_instruct.backends import make_backend
+from ensemble_instruct.backends import GenParams, make_backend
 from ensemble_instruct.config import MemberConfig, build_config
 from ensemble_instruct.ensemble import decide, screen
+from ensemble_instruct.filters import check_answer
 from ensemble_instruct.measure.evaluation import EvalItem, file_hash, load_tasks
 from ensemble_instruct.models import cache_dir, member_kind
 from ensemble_instruct.outputs import generate_outputs
@@ -138,6 +140,65 @@ def collect_likelihoods(scorer: str, model: str, tasks: Path, items: Sequence[Ev
     return scores
 
 
+JUDGE_PROMPT = (
+    "Here is a task and {n} candidate answers.\n\n## Task\n{task}\n\n{answers}\n\n"
+    "Which answer is the most correct and complete? Reply with one letter: {letters}."
+)
+
+
+def judge_order(item: EvalItem, voters: Sequence[str]) -> list[str]:
+    """The voters in an order fixed by the item, so no member always comes first (judges favour a position)."""
+    seed = int.from_bytes(hashlib.sha256(f"{item.instruction}\x1f{item.input}".encode()).digest()[:4], "big")
+    order = list(voters)
+    np.random.default_rng(seed).shuffle(order)
+    return order
+
+
+def judge_prompt(item: EvalItem, texts: Sequence[str]) -> list[dict[str, str]]:
+    letters = [chr(65 + k) for k in range(len(texts))]
+    shown = "\n\n".join(f"## Answer {letter}\n{text.strip()}" for letter, text in zip(letters, texts))
+    task = build_zero_shot(item.instruction, item.input, chat=False)
+    return [{"role": "user", "content": JUDGE_PROMPT.format(n=len(texts), task=task, answers=shown,
+                                                            letters=", ".join(letters))}]
+
+
+def collect_verdicts(judge: str, model: str, tasks: Path, items: Sequence[EvalItem],
+                     answers: dict[str, dict[int, Answer]], cache: Path) -> dict[int, str | None]:
+    """The judge's pick among the members' answers to every item (greedy, one letter), cached like the answers.
+    Every member's answer is shown, whatever a rule later screens, so one verdict serves every lineup."""
+    members = sorted(answers)
+    path = cache / f"{Path(tasks).stem}-{file_hash(tasks)}-judge-{model}-{'+'.join(members)}.jsonl"
+    verdicts: dict[int, str | None] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            verdicts[row["index"]] = row["pick"]
+    todo = [i for i in range(len(items)) if i not in verdicts]
+    if not todo:
+        return verdicts
+    backend = make_backend(MemberConfig(name=judge, model=model))
+    params = GenParams(temperature=0.0, max_new_tokens=8)
+    started = time.perf_counter()
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            for start in range(0, len(todo), 16):
+                block = todo[start:start + 16]
+                orders = [judge_order(items[i], members) for i in block]
+                prompts = [judge_prompt(items[i], [answers[m][i].text for m in order])
+                           for i, order in zip(block, orders)]
+                for i, order, done in zip(block, orders, backend.generate(prompts, params)):
+                    letter = re.search(r"\b([A-Z])\b", done.text)  # "B", "B.", "Answer B"
+                    k = ord(letter[1]) - 65 if letter else -1
+                    verdicts[i] = order[k] if 0 <= k < len(order) else None
+                    fh.write(json.dumps({"index": i, "pick": verdicts[i], "said": done.text}) + "\n")
+                fh.flush()
+                print(f"  judge [{judge}] {tasks.name}: {min(start + 16, len(todo))}/{len(todo)} "
+                      f"({(time.perf_counter() - started) / min(start + 16, len(todo)):.1f} s per item)", flush=True)
+    finally:
+        backend.close()
+    return verdicts
+
+
 def seeds_outside_demos(cache: Path) -> Path:
     """The shipped seed tasks that are not instance demos (a base member's few-shot prompt holds those), as a
     task file to fit on."""
@@ -162,6 +223,8 @@ class Item:
     answers: dict[str, Answer]  # member -> its answer
     quality: dict[str, float]  # member -> Rouge-L x100 of its answer against the references
     likelihood: dict[str, float] | None = None  # member -> the scorer's mean log-probability of its answer
+    samples: list[str] = field(default_factory=list)  # names of sampled answers (in answers and quality)
+    verdict: str | None = None  # the member whose answer the judge picked
 
 
 def half_of(item: EvalItem) -> int:
@@ -269,6 +332,42 @@ def likeliest(hygiene_vote: Rule) -> Rule:
     return pick
 
 
+def least_risk(names: Sequence[str], item: Item) -> str | None:
+    """Minimum Bayes risk under Rouge-L: the answer (after hygiene) that agrees most, on average, with the
+    others of the pool."""
+    pool = [n for n in names if check_answer(item.answers[n].text, item.instruction, item.answers[n].finish) is None]
+    if len(pool) < 2:
+        return pool[0] if pool else None
+    return max(pool, key=lambda n: sum(rouge_l(item.answers[o].text, item.answers[n].text) for o in pool if o != n))
+
+
+def sampled_risk(sampler: str, keep: Rule | None = None) -> Rule:
+    """The minimum-risk answer among the sampler's greedy and sampled answers; with `keep`, only on the
+    items that rule keeps (the vote as the filter, the sampler's samples as the chooser)."""
+
+    def pick(item: Item, members: Sequence[str]) -> str | None:
+        if keep is not None and keep(item, members) is None:
+            return None
+        return least_risk([sampler, *item.samples], item)
+
+    return pick
+
+
+def judged(keep: Rule | None = None) -> Rule:
+    """The answer the judge picked, when it passes hygiene; with `keep`, only on the items that rule keeps."""
+
+    def pick(item: Item, members: Sequence[str]) -> str | None:
+        if keep is not None and keep(item, members) is None:
+            return None
+        verdict = item.verdict if item.verdict in members else None
+        if verdict is None or check_answer(item.answers[verdict].text, item.instruction,
+                                           item.answers[verdict].finish) is not None:
+            return keep(item, members) if keep is not None else None
+        return verdict
+
+    return pick
+
+
 def oracle(item: Item, members: Sequence[str]) -> str:
     return max(members, key=lambda m: item.quality[m])
 
@@ -288,8 +387,16 @@ def table(title: str, items: Sequence[Item], lineup: Sequence[str], prefer: Sequ
               "medoid, no hygiene (the method)": decided("medoid", hygiene=False),
               "medoid + hygiene": decided("medoid", hygiene=True),
               "preferred + hygiene (default)": decided("preferred", hygiene=True, prefer=prefer)}
+    vote = decided("medoid", hygiene=True)
     if all(item.likelihood for item in items):
-        rules["hygiene vote, likeliest answer"] = likeliest(decided("medoid", hygiene=True))
+        rules["hygiene vote, likeliest answer"] = likeliest(vote)
+    if items and items[0].samples:
+        sampler = items[0].samples[0].split("~")[0]
+        rules[f"{sampler}: least risk of greedy + {len(items[0].samples)} samples"] = sampled_risk(sampler)
+        rules[f"hygiene vote keeps, {sampler}'s least-risk sample chosen"] = sampled_risk(sampler, vote)
+    if any(item.verdict for item in items):
+        rules["judge's pick (the generator where none)"] = judged()
+        rules["hygiene vote keeps, judge's pick chosen"] = judged(vote)
     lines = [f"**{title}** ({len(items)} items; generator {lineup[0]})", "",
              "| rule | all items | vs best member | kept items | best member on them | vs it | kept | "
              "generator on kept / dropped |", "|---|---|---|---|---|---|---|---|"]
@@ -300,6 +407,18 @@ def table(title: str, items: Sequence[Item], lineup: Sequence[str], prefer: Sequ
                      f"{r['best_kept']:.1f} | {k[0]:+.1f} [{k[1]:+.1f}, {k[2]:+.1f}] | {r['share']:.0%} | "
                      f"{r['gen_kept']:.1f} / {r['gen_dropped']:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def add_samples(items: Sequence[Item], path: Path, sampler: str, model: str, n: int, cache: Path,
+                max_new_tokens: int) -> None:
+    """The sampler's n sampled answers to every item, as extra answers named sampler~1 .. sampler~n."""
+    evals = load_tasks(path)
+    for s in range(1, n + 1):
+        drawn = collect(sampler, model, "end_of_turn", path, evals, cache, max_new_tokens, sample=s)
+        for i, item in enumerate(items):
+            item.answers[f"{sampler}~{s}"] = drawn[i]
+            item.quality[f"{sampler}~{s}"] = reference_score(drawn[i].text, item.references)
+            item.samples.append(f"{sampler}~{s}")
 
 
 def member_table(files: dict[str, list[Item]], members: Sequence[str], chat: set[str]) -> str:
@@ -328,6 +447,11 @@ def main() -> None:
     parser.add_argument("--likelihood", metavar="NAME=MODEL",
                         help="score every answer with this model's likelihood (prefill only) for the rule that keeps "
                              "the likeliest voter")
+    parser.add_argument("--samples", type=int, default=0,
+                        help="sampled answers of --sampler per item, for the minimum-Bayes-risk rules")
+    parser.add_argument("--sampler", default="qwen1.5b", help="the member whose answers are sampled")
+    parser.add_argument("--judge", metavar="NAME=MODEL",
+                        help="have this model pick the best of the members' answers, for the judge's rules")
     parser.add_argument("--prefer", help="comma-separated members, strongest first, for the 'preferred' rule "
                                              "(default: ranked by their score on the --fit items)")
     parser.add_argument("--lineup", action="append", default=[],
@@ -353,6 +477,16 @@ def main() -> None:
             scores = collect_likelihoods(scorer, model, p, load_tasks(p), answers, args.cache)
             for i, item in enumerate(loaded[p.stem]):
                 item.likelihood = scores[i]
+    for p in args.tasks:
+        if args.samples:
+            add_samples(loaded[p.stem], p, args.sampler, members[args.sampler], args.samples, args.cache,
+                        args.max_new_tokens)
+        if args.judge:
+            judge, model = args.judge.split("=", 1)
+            answers = {m: {i: it.answers[m] for i, it in enumerate(loaded[p.stem])} for m in members}
+            verdicts = collect_verdicts(judge, model, p, load_tasks(p), answers, args.cache)
+            for i, item in enumerate(loaded[p.stem]):
+                item.verdict = verdicts[i]
     print("## Members alone\n")
     print(member_table(loaded, list(members), chat))
     for lineup in [x.split(",") for x in args.lineup] or [list(members)]:
@@ -361,7 +495,8 @@ def main() -> None:
         for p in args.tasks:
             for half, name in ((0, "tuning half"), (1, "report half")):
                 items = [i for i in loaded[p.stem] if i.half == half]
-                print(table(f"{p.stem}, {name}", items, lineup, prefer))
+                if items:
+                    print(table(f"{p.stem}, {name}", items, lineup, prefer))
             print(table(f"{p.stem}, all", loaded[p.stem], lineup, prefer))
 
 
