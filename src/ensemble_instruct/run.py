@@ -140,7 +140,8 @@ def _run_recipe(
     store = RunStore(out_dir, cfg, force=force, drafts_from=drafts_from)
     try:
         if console is not None and store.drafts_reused:
-            console.print(f"starting from the {', '.join(store.drafts_reused)} of {drafts_from}")
+            lent = [{"outputs": "extra answers"}.get(name, name) for name in store.drafts_reused]
+            console.print(f"starting from the {', '.join(lent[:-1])} and {lent[-1]} of {drafts_from}")
         elif console is not None and store.resumed:
             console.print(f"resuming the run in {out_dir}")
         view = ProgressView(cfg, console) if console is not None else None
