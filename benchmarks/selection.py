@@ -386,7 +386,8 @@ def table(title: str, items: Sequence[Item], lineup: Sequence[str], prefer: Sequ
     rules |= {"oracle (best answer per item)": oracle,
               "medoid, no hygiene (the method)": decided("medoid", hygiene=False),
               "medoid + hygiene": decided("medoid", hygiene=True),
-              "preferred + hygiene (default)": decided("preferred", hygiene=True, prefer=prefer)}
+              "preferred + hygiene": decided("preferred", hygiene=True, prefer=prefer),
+              "generator + hygiene (default)": decided("generator", hygiene=True, prefer=prefer)}
     vote = decided("medoid", hygiene=True)
     if all(item.likelihood for item in items):
         rules["hygiene vote, likeliest answer"] = likeliest(vote)

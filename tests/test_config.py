@@ -46,7 +46,7 @@ def test_defaults_are_the_papers_where_the_paper_decides(tmp_path):
     assert cfg.consensus.threshold == 0.01
     # beyond the paper, chosen with benchmarks/selection.py: chat members end at their end of turn, answers
     # are screened before the vote, and the strongest member's answer is kept; --faithful restores the paper
-    assert (cfg.outputs.stop, cfg.consensus.hygiene, cfg.consensus.rule) == ("end_of_turn", True, "preferred")
+    assert (cfg.outputs.stop, cfg.consensus.hygiene, cfg.consensus.rule) == ("end_of_turn", True, "generator")
     paper = load_config(None, FAITHFUL)
     assert (paper.outputs.stop, paper.consensus.hygiene, paper.consensus.rule) == ("blank_line", False, "medoid")
     assert paper.drop_input_copies is False
@@ -238,10 +238,10 @@ def test_content_hash_is_stable_for_the_same_settings(tmp_path):
     assert base.content_hash() == load_config(None).content_hash()
     assert len(base.content_hash()) == 16
     # defaults spelled out, keys in another order, the same value through an override
-    explicit = write(tmp_path, {"consensus": {"rule": "preferred", "threshold": 0.01}, "seed": 42,
+    explicit = write(tmp_path, {"consensus": {"rule": "generator", "threshold": 0.01}, "seed": 42,
                                 "instances": {"sampling": {"max_new_tokens": 512}}}, "explicit.yaml")
     assert load_config(explicit).content_hash() == base.content_hash()
-    reordered = write(tmp_path, "seed: 42\nconsensus:\n  threshold: 0.01\n  rule: preferred\n", "reordered.yaml")
+    reordered = write(tmp_path, "seed: 42\nconsensus:\n  threshold: 0.01\n  rule: generator\n", "reordered.yaml")
     assert load_config(reordered).content_hash() == base.content_hash()
     assert load_config(None, {"instructions.sampling.temperature": 0.7}).content_hash() == base.content_hash()
     # a round trip through the dumped form

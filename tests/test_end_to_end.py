@@ -24,11 +24,11 @@ def test_generate_writes_examples_with_provenance(default_run):
         cands = row["provenance"]["candidates"]
         assert [c["model"] for c in cands] == ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m"]
         assert "|EoS|" not in row["instruction"] + row["input"] + row["output"]
-        # the kept answer is the strongest member's that voted
+        # the kept answer is the generator's when it voted, else the strongest member's that voted
         voted = [c["model"] for c in cands if c["dropped"] is None]
         selection = row["provenance"]["selection"]
-        strongest = next(m for m in ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "smollm2-135m") if m in voted)
-        assert selection["method"] == "preferred" and selection["chosen_model"] == strongest
+        strongest = next(m for m in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m") if m in voted)
+        assert selection["method"] == "generator" and selection["chosen_model"] == strongest
         assert cands[selection["chosen_index"]]["model"] == strongest and row["output"] == cands[
             selection["chosen_index"]]["text"]
         assert row["provenance"]["restricted_terms"] == []  # no member of the default has restrictive terms

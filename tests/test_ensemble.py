@@ -128,3 +128,17 @@ def test_preferred_keeps_the_strongest_voter_once_the_vote_passes():
     assert decide(cands, "Name the capital.", "", rule="preferred", prefer=[]).chosen == 0
     sydney = [cands[0], Candidate(1, "big", "extra", "zero_shot", "Sydney")]
     assert decide(sydney, "Name the capital.", "", rule="preferred", prefer=["big"]).reason == "low_agreement"
+
+
+def test_generator_keeps_the_generators_own_answer_when_it_voted():
+    cands = [Candidate(0, "small", "generator", "few_shot", "Canberra is the capital."),
+             Candidate(1, "big", "extra", "zero_shot", "The capital of Australia is Canberra."),
+             Candidate(2, "tiny", "extra", "zero_shot", "It is Canberra, not Sydney.")]
+    decision = decide(cands, "Name the capital of Australia.", "", rule="generator", prefer=["big", "small"])
+    assert (decision.kept, decision.reason, decision.chosen) == (True, "generator", 0)
+    # the generator's answer was cut off: it does not vote, and the first voter in the list is kept
+    cut = [Candidate(0, "small", "generator", "few_shot", cands[0].text, finish_reason="length"), *cands[1:]]
+    assert decide(cut, "Name the capital.", "", rule="generator", prefer=["tiny", "big"]).chosen == 2
+    # the same filter as every rule: two answers sharing no word drop the example
+    sydney = [cands[0], Candidate(1, "big", "extra", "zero_shot", "Sydney")]
+    assert decide(sydney, "Name the capital.", "", rule="generator").reason == "low_agreement"

@@ -79,8 +79,9 @@ def seeds(path: str) -> None:
 @click.option("--no-ensemble", is_flag=True, help="Single output per example (the SO ablation).")
 @click.option(
     "--rule",
-    type=click.Choice(["medoid", "first_of_best_pair", "preferred"]),
-    help="How the kept answer is chosen: by agreement, or the strongest member's (consensus.prefer).",
+    type=click.Choice(["medoid", "first_of_best_pair", "preferred", "generator"]),
+    help="How the kept answer is chosen: by agreement, the first voter in consensus.prefer, or the generator's "
+    "own when it voted [default: generator].",
 )
 @click.option(
     "--faithful",

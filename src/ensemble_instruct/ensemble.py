@@ -104,19 +104,22 @@ def decide(
 
     The agreement test decides whether the example is kept. The method's rules (medoid, first_of_best_pair)
     also choose the answer by agreement; "preferred" keeps the answer of the first member in `prefer` that
-    voted (a member's measured strength, see benchmarks/selection.py), the others' in candidate order."""
+    voted (a member's measured strength, see benchmarks/selection.py), the others' in candidate order;
+    "generator" keeps the generator's own answer when it voted, else as "preferred" does."""
     dropped = screen(candidates, instruction, input_text, hygiene, drop_input_copies)
     voters = [c for c in candidates if c.index not in dropped]
     if len(voters) < 2:
         return Decision(False, "too_few_answers", None, [], dropped)
-    verdict = select_consensus([c.text for c in voters], threshold, "medoid" if rule == "preferred" else rule)
+    by_order = rule in ("preferred", "generator")
+    verdict = select_consensus([c.text for c in voters], threshold, "medoid" if by_order else rule)
     pairwise = [[voters[i].index, voters[j].index, round(s, 6)] for i, j, s in verdict.pairwise]
     min_pair = [voters[i].index for i in verdict.min_pair] if verdict.min_pair else None
     if not verdict.kept:
         return Decision(False, verdict.method, None, pairwise, dropped, verdict.min_score, min_pair)
-    if rule == "preferred":
+    if by_order:
         rank = {member: k for k, member in enumerate(prefer)}
-        best = min(voters, key=lambda c: (rank.get(c.model, len(rank)), c.index))
-        return Decision(True, "preferred", best.index, pairwise, dropped, verdict.min_score, min_pair)
+        first = (lambda c: c.role != "generator") if rule == "generator" else (lambda c: False)
+        best = min(voters, key=lambda c: (first(c), rank.get(c.model, len(rank)), c.index))
+        return Decision(True, rule, best.index, pairwise, dropped, verdict.min_score, min_pair)
     chosen = voters[verdict.chosen_index or 0].index  # a kept verdict always names its choice
     return Decision(True, verdict.method, chosen, pairwise, dropped, verdict.min_score, min_pair)
