@@ -114,10 +114,13 @@ def test_decide_drops_an_example_left_with_fewer_than_two_voters():
     assert decide(cands, "Copy the input.", "the sea", drop_input_copies=False).reason == "exact_match"
 
 
+VOTERS = [Candidate(0, "small", "generator", "few_shot", "Canberra is the capital."),
+          Candidate(1, "big", "extra", "zero_shot", "The capital of Australia is Canberra."),
+          Candidate(2, "tiny", "extra", "zero_shot", "It is Canberra, not Sydney.")]
+
+
 def test_preferred_keeps_the_strongest_voter_once_the_vote_passes():
-    cands = [Candidate(0, "small", "generator", "few_shot", "Canberra is the capital."),
-             Candidate(1, "big", "extra", "zero_shot", "The capital of Australia is Canberra."),
-             Candidate(2, "tiny", "extra", "zero_shot", "It is Canberra, not Sydney.")]
+    cands = VOTERS
     decision = decide(cands, "Name the capital of Australia.", "", rule="preferred", prefer=["big", "small"])
     assert (decision.kept, decision.reason, decision.chosen) == (True, "preferred", 1)
     # the strongest member did not vote (its answer was cut off): the next one in the list
@@ -131,9 +134,7 @@ def test_preferred_keeps_the_strongest_voter_once_the_vote_passes():
 
 
 def test_generator_keeps_the_generators_own_answer_when_it_voted():
-    cands = [Candidate(0, "small", "generator", "few_shot", "Canberra is the capital."),
-             Candidate(1, "big", "extra", "zero_shot", "The capital of Australia is Canberra."),
-             Candidate(2, "tiny", "extra", "zero_shot", "It is Canberra, not Sydney.")]
+    cands = VOTERS
     decision = decide(cands, "Name the capital of Australia.", "", rule="generator", prefer=["big", "small"])
     assert (decision.kept, decision.reason, decision.chosen) == (True, "generator", 0)
     # the generator's answer was cut off: it does not vote, and the first voter in the list is kept
