@@ -66,17 +66,21 @@ def cache_file(cache: Path, model: str, stop: str, tasks: Path, max_new_tokens: 
     return cache / f"{Path(tasks).stem}-{file_hash(tasks)}-{model}-{stop}-{key}.jsonl"
 
 
-def read_cache(path: Path) -> dict[int, Answer]:
-    out: dict[int, Answer] = {}
+def cached_rows(path: Path) -> dict[int, dict]:
+    """The rows of a cache file by item index, without the index."""
+    out: dict[int, dict] = {}
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a kill: answered again
+            except json.JSONDecodeError:  # a line cut by a kill: asked again
                 continue
-            index = row.pop("index")
-            out[index] = Answer(**row)
+            out[row.pop("index")] = row
     return out
+
+
+def read_cache(path: Path) -> dict[int, Answer]:
+    return {index: Answer(**row) for index, row in cached_rows(path).items()}
 
 
 def collect(member: str, model: str, stop: str, tasks: Path, items: Sequence[EvalItem], cache: Path,
@@ -116,11 +120,7 @@ def collect_likelihoods(scorer: str, model: str, tasks: Path, items: Sequence[Ev
     """The scorer's mean log-probability per token of every member's answer, given the zero-shot prompt
     (prefill only), cached like the answers."""
     path = cache / f"{Path(tasks).stem}-{file_hash(tasks)}-likelihood-{model}.jsonl"
-    scores: dict[int, dict[str, float]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            scores[row["index"]] = row["scores"]
+    scores: dict[int, dict[str, float]] = {i: row["scores"] for i, row in cached_rows(path).items()}
     members = sorted(answers)
     todo = [i for i in range(len(items)) if i not in scores or set(scores[i]) != set(members)]
     if not todo:
@@ -140,6 +140,11 @@ def collect_likelihoods(scorer: str, model: str, tasks: Path, items: Sequence[Ev
     return scores
 
 
+def item_digest(item: EvalItem) -> bytes:
+    """A hash of the item alone, so what is drawn from it is the same in every run."""
+    return hashlib.sha256(f"{item.instruction}\x1f{item.input}".encode()).digest()
+
+
 JUDGE_PROMPT = (
     "Here is a task and {n} candidate answers.\n\n## Task\n{task}\n\n{answers}\n\n"
     "Which answer is the most correct and complete? Reply with one letter: {letters}."
@@ -148,7 +153,7 @@ JUDGE_PROMPT = (
 
 def judge_order(item: EvalItem, voters: Sequence[str]) -> list[str]:
     """The voters in an order fixed by the item, so no member always comes first (judges favour a position)."""
-    seed = int.from_bytes(hashlib.sha256(f"{item.instruction}\x1f{item.input}".encode()).digest()[:4], "big")
+    seed = int.from_bytes(item_digest(item)[:4], "big")
     order = list(voters)
     np.random.default_rng(seed).shuffle(order)
     return order
@@ -168,11 +173,7 @@ def collect_verdicts(judge: str, model: str, tasks: Path, items: Sequence[EvalIt
     Every member's answer is shown, whatever a rule later screens, so one verdict serves every lineup."""
     members = sorted(answers)
     path = cache / f"{Path(tasks).stem}-{file_hash(tasks)}-judge-{model}-{'+'.join(members)}.jsonl"
-    verdicts: dict[int, str | None] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            verdicts[row["index"]] = row["pick"]
+    verdicts: dict[int, str | None] = {i: row["pick"] for i, row in cached_rows(path).items()}
     todo = [i for i in range(len(items)) if i not in verdicts]
     if not todo:
         return verdicts
@@ -228,7 +229,7 @@ class Item:
 
 
 def half_of(item: EvalItem) -> int:
-    return hashlib.sha256(f"{item.instruction}\x1f{item.input}".encode()).digest()[0] % 2
+    return item_digest(item)[0] % 2
 
 
 def reference_score(text: str, references: Sequence[str]) -> float:
@@ -357,12 +358,13 @@ def judged(keep: Rule | None = None) -> Rule:
     """The answer the judge picked, when it passes hygiene; with `keep`, only on the items that rule keeps."""
 
     def pick(item: Item, members: Sequence[str]) -> str | None:
-        if keep is not None and keep(item, members) is None:
+        kept = keep(item, members) if keep is not None else None
+        if keep is not None and kept is None:
             return None
         verdict = item.verdict if item.verdict in members else None
         if verdict is None or check_answer(item.answers[verdict].text, item.instruction,
                                            item.answers[verdict].finish) is not None:
-            return keep(item, members) if keep is not None else None
+            return kept
         return verdict
 
     return pick
@@ -410,10 +412,9 @@ def table(title: str, items: Sequence[Item], lineup: Sequence[str], prefer: Sequ
     return "\n".join(lines) + "\n"
 
 
-def add_samples(items: Sequence[Item], path: Path, sampler: str, model: str, n: int, cache: Path,
-                max_new_tokens: int) -> None:
+def add_samples(items: Sequence[Item], path: Path, evals: Sequence[EvalItem], sampler: str, model: str, n: int,
+                cache: Path, max_new_tokens: int) -> None:
     """The sampler's n sampled answers to every item, as extra answers named sampler~1 .. sampler~n."""
-    evals = load_tasks(path)
     for s in range(1, n + 1):
         drawn = collect(sampler, model, "end_of_turn", path, evals, cache, max_new_tokens, sample=s)
         for i, item in enumerate(items):
@@ -479,13 +480,14 @@ def main() -> None:
             for i, item in enumerate(loaded[p.stem]):
                 item.likelihood = scores[i]
     for p in args.tasks:
+        evals = load_tasks(p)
         if args.samples:
-            add_samples(loaded[p.stem], p, args.sampler, members[args.sampler], args.samples, args.cache,
+            add_samples(loaded[p.stem], p, evals, args.sampler, members[args.sampler], args.samples, args.cache,
                         args.max_new_tokens)
         if args.judge:
             judge, model = args.judge.split("=", 1)
             answers = {m: {i: it.answers[m] for i, it in enumerate(loaded[p.stem])} for m in members}
-            verdicts = collect_verdicts(judge, model, p, load_tasks(p), answers, args.cache)
+            verdicts = collect_verdicts(judge, model, p, evals, answers, args.cache)
             for i, item in enumerate(loaded[p.stem]):
                 item.verdict = verdicts[i]
     print("## Members alone\n")
