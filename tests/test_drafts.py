@@ -28,7 +28,8 @@ def counted_crew(calls):
 
     return {"gen": ScriptedBackend([count("gen", writer)], "gen"),
             "ok": ScriptedBackend([count("ok", half_agreeing)], "ok"),
-            "odd": ScriptedBackend([count("odd", disagreeing)], "odd", instruction_tuned=False)}
+            "odd": ScriptedBackend([count("odd", disagreeing)], "odd", instruction_tuned=False),
+            "more": ScriptedBackend([count("more", agreeing)], "more")}
 
 
 def made(run_dir):
@@ -75,9 +76,24 @@ def test_other_answer_settings_share_the_drafts_but_not_the_answers(tmp_path):
     assert "gen" not in reused_calls and reused_calls["ok"] == alone_calls["ok"]
 
 
+def test_another_lineup_of_answerers_asks_only_the_members_that_are_new(tmp_path):
+    lender = config()
+    members = [m.model_dump() for m in lender.members if m.name != "odd"]
+    members.append({"name": "more", "backend": "scripted", "model": "script", "roles": ["outputs"]})
+    members[0]["roles"] = ["instructions", "instances", "outputs"]  # the writer now answers too
+    cfg = config(members=members)
+    assert cfg.drafts_hash() == lender.drafts_hash() and cfg.content_hash() != lender.content_hash()
+    alone_calls, reused_calls = alone_and_from_drafts(tmp_path, cfg, lender)
+    assert made(tmp_path / "reused") == made(tmp_path / "alone")
+    # the writer drafts nothing (its vote is the output it wrote with the instance), ok's answers are the lender's
+    assert alone_calls["ok"] > 0 and reused_calls == {"more": alone_calls["more"]}
+
+
 @pytest.mark.parametrize("lender, message", [
     (config(seed=7), "made with other settings"),
     (config(instructions={"batch_size": 4}), "made with other settings"),
+    (config(members=[m.model_dump() | {"model": "other"} if m.name == "gen" else m.model_dump()
+                     for m in config().members]), "made with other settings"),
     (config(method="self-instruct"), "Ensemble-Instruct runs only"),
 ])
 def test_drafts_made_differently_are_refused_before_any_work(tmp_path, lender, message):

@@ -257,22 +257,38 @@ class RunConfig(_Closed):
 
     def drafts_hash(self) -> str:
         """Hash of the settings that make the instructions and instances (stages 1 and 2): two Ensemble-Instruct
-        runs with the same drafts hash write the same rounds, whatever their targets, vote or extra answers."""
-        return self._hash(_NOT_DRAFTS | {"outputs": True})
+        runs with the same drafts hash write the same rounds, whatever their targets, vote or extra answerers."""
+        return self._hash(_NOT_DRAFTS | {"outputs": True}, writers_only=True)
 
-    def answers_hash(self) -> str:
-        """Hash of the settings that make the extra answers (stage 3) too: the vote alone may differ."""
-        return self._hash(_NOT_DRAFTS)
+    def answer_settings(self, name: str) -> dict[str, Any] | None:
+        """What makes member `name`'s extra answers, given the drafts: its model settings and the `outputs`
+        section; None when it does not answer."""
+        for m in self.members_with("outputs"):
+            if m.name == name:
+                return {
+                    "member": m.model_dump(mode="json", exclude=TRANSPORT | {"roles"}),
+                    "outputs": self.outputs.model_dump(),
+                }
+        return None
 
-    def _hash(self, exclude: dict[str, Any]) -> str:
-        transport = {"timeout_s", "max_retries", "max_concurrency", "api_key_env", "base_urls"}
-        always: dict[str, Any] = {"exports": True, "on_member_failure": True, "members": {"__all__": transport}}
+    def _hash(self, exclude: dict[str, Any], writers_only: bool = False) -> str:
+        always: dict[str, Any] = {"exports": True, "on_member_failure": True, "members": {"__all__": TRANSPORT}}
         data = self.model_dump(mode="json", exclude=always | exclude)
         if data["instructions"]["lag"] == 1:
             del data["instructions"]["lag"]  # the data of runs made before lag existed: they still resume
+        if writers_only:  # who answers in stage 3, and whether the writer also does, changes no draft
+            writing = {"instructions", "instances"}
+            data["members"] = [
+                m | {"roles": [r for r in m["roles"] if r in writing]}
+                for m in data["members"]
+                if writing & set(m["roles"])
+            ]
         blob = json.dumps(data, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+
+# How a member is reached, not what it answers
+TRANSPORT = {"timeout_s", "max_retries", "max_concurrency", "api_key_env", "base_urls"}
 
 # What the rounds of stages 1 and 2 do not depend on: how many examples are kept, and how they are chosen.
 _NOT_DRAFTS: dict[str, Any] = {

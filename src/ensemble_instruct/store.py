@@ -135,20 +135,34 @@ class RunStore:
 
     def _reuse_drafts(self, source: Path) -> list[str]:
         """Start from the stage records of the run in source that this run would make itself. Stages 1 and 2
-        do not depend on how many examples a run keeps or how it chooses them, nor stage 3 on the vote, and
-        records are keyed by content, so the single-output ablation, a larger target or another vote then asks
-        the models only for what source did not make, and keeps the data it would have made alone. Returns the
-        stages copied: none into a run that already has records of its own."""
+        do not depend on how many examples a run keeps, who answers or how the answer is chosen, nor a member's
+        extra answers on the others, and records are keyed by content, so the single-output ablation, a larger
+        target, another vote or another lineup of answerers then asks the models only for what source did not
+        make, and keeps the data it would have made alone. Returns the stages copied: none into a run that
+        already has records of its own."""
         theirs = self.check_drafts(source, self.config)
         if any(self._path(name).is_file() and self._path(name).stat().st_size for name in STAGES):
             return []
-        stages = ["instructions", "instances"]
-        if self.config.ensemble and theirs.answers_hash() == self.config.answers_hash():
-            stages.append("outputs")
-        for name in stages:  # whole records only: source may be a run still being written
-            records = read_jsonl(RunPaths(source).stage(name))
-            self._write_atomic(self._path(name), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        return stages
+        answerers = self._same_answerers(theirs)
+        copied = []
+        for name in STAGES:  # whole records only: source may be a run still being written
+            records = [
+                r for r in read_jsonl(RunPaths(source).stage(name)) if name != "outputs" or r["member"] in answerers
+            ]
+            if records or name != "outputs":
+                self._write_atomic(self._path(name), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+                copied.append(name)
+        return copied
+
+    def _same_answerers(self, theirs: RunConfig) -> set[str]:
+        """The members whose extra answers this run would ask for exactly as the run it starts from did."""
+        if not self.config.ensemble:
+            return set()
+        return {
+            m.name
+            for m in self.config.members_with("outputs")
+            if self.config.answer_settings(m.name) == theirs.answer_settings(m.name)
+        }
 
     @staticmethod
     def check_drafts(source: Path, config: RunConfig) -> RunConfig:
@@ -164,7 +178,7 @@ class RunStore:
         if theirs.drafts_hash() != config.drafts_hash():
             raise UserError(
                 f"{source}: its instructions and instances were made with other settings; only the targets, "
-                "the vote (consensus, --no-ensemble) and the extra answers (outputs) may differ"
+                "the vote (consensus, --no-ensemble), who answers and the extra answers (outputs) may differ"
             )
         return theirs
 
