@@ -89,6 +89,14 @@ def test_another_lineup_of_answerers_asks_only_the_members_that_are_new(tmp_path
     assert alone_calls["ok"] > 0 and reused_calls == {"more": alone_calls["more"]}
 
 
+def test_answers_of_a_member_this_run_does_not_ask_are_not_copied(tmp_path):
+    cfg = config(consensus={"hygiene": False, "rule": "medoid", "extras": "instruct"})  # odd is a base model
+    alone_calls, reused_calls = alone_and_from_drafts(tmp_path, cfg, config())
+    assert made(tmp_path / "reused") == made(tmp_path / "alone") and reused_calls == {}
+    outputs = (tmp_path / "reused" / "stages" / "outputs.jsonl").read_text()
+    assert '"member": "ok"' in outputs and '"member": "odd"' not in outputs
+
+
 @pytest.mark.parametrize("lender, message", [
     (config(seed=7), "made with other settings"),
     (config(instructions={"batch_size": 4}), "made with other settings"),

@@ -16,6 +16,7 @@ from filelock import FileLock, Timeout
 from . import __version__
 from .config import RunConfig, load_config
 from .errors import UserError
+from .models import member_kind
 from .paths import STAGES, RunPaths
 
 
@@ -158,10 +159,12 @@ class RunStore:
         """The members whose extra answers this run would ask for exactly as the run it starts from did."""
         if not self.config.ensemble:
             return set()
+        wanted = self.config.consensus.extras
         return {
             m.name
             for m in self.config.members_with("outputs")
-            if self.config.answer_settings(m.name) == theirs.answer_settings(m.name)
+            if (wanted == "all" or member_kind(m) == wanted)
+            and self.config.answer_settings(m.name) == theirs.answer_settings(m.name)
         }
 
     @staticmethod
