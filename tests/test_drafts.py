@@ -89,6 +89,13 @@ def test_another_lineup_of_answerers_asks_only_the_members_that_are_new(tmp_path
     assert alone_calls["ok"] > 0 and reused_calls == {"more": alone_calls["more"]}
 
 
+def test_a_member_with_other_model_settings_is_asked_again_and_only_it(tmp_path):
+    members = [m.model_dump() | ({"n_ctx": 2048} if m.name == "ok" else {}) for m in config().members]
+    alone_calls, reused_calls = alone_and_from_drafts(tmp_path, config(members=members), config())
+    assert made(tmp_path / "reused") == made(tmp_path / "alone")
+    assert reused_calls == {"ok": alone_calls["ok"]}  # odd's answers are the lender's
+
+
 def test_answers_of_a_member_this_run_does_not_ask_are_not_copied(tmp_path):
     cfg = config(consensus={"hygiene": False, "rule": "medoid", "extras": "instruct"})  # odd is a base model
     alone_calls, reused_calls = alone_and_from_drafts(tmp_path, cfg, config())
