@@ -1,12 +1,14 @@
 """The Self-Instruct baseline: its parsers and instance filters on hand-worked text, its pipeline with
 scripted models (routing, counts, truncation, resume), and a small real run through the CLI."""
 
+import io
 import json
 import random
 import subprocess
 import sys
 
 import pytest
+from rich.console import Console
 
 from ensemble_instruct.backends import Completion
 from ensemble_instruct.backends.scripted import ScriptedBackend
@@ -151,6 +153,15 @@ def test_self_instruct_run_routes_each_task_to_its_prompt(tmp_path):
     assert not [r for r in rejected if r["reason"] == "over_max_instances"]
     instance_prompts = [p for p in gen.prompts if p.startswith(INPUT_FIRST_HEADER)]
     assert instance_prompts and all("|EoS|" not in p for p in gen.prompts)
+
+
+def test_self_instruct_progress_counts_both_types_on_its_one_bar(tmp_path):
+    screen = io.StringIO()
+    run_generation(config(), tmp_path, backends={"gen": ScriptedBackend([writer], "gen")},
+                   console=Console(file=screen, width=200))
+    types = {row["type"] for row in rows_of(tmp_path)}
+    bars = [line for line in screen.getvalue().splitlines() if line.startswith("kept ")]
+    assert types == {"A", "B"} and len(bars) == 1 and " 12/12 " in bars[0]
 
 
 def test_a_completion_cut_by_the_length_limit_is_dropped(tmp_path):

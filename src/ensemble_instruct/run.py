@@ -76,8 +76,8 @@ class ProgressView:
             self.in_flight = data
         elif kind == "decided":
             self.counts["decided"] += 1
-            if data["kept"]:
-                self.progress.advance(self.bars[data["type"]])
+            if data["kept"]:  # the Self-Instruct recipe keeps one pool: its single bar counts both types
+                self.progress.advance(self.bars.get(data["type"], self.bars.get("all")))
         minutes = max(time.monotonic() - self.started, 1e-9) / 60
         info = (
             f"instr {self.counts['accepted']}/{self.counts['candidates']} · "
