@@ -77,7 +77,7 @@ class ProgressView:
         elif kind == "decided":
             self.counts["decided"] += 1
             if data["kept"]:  # the Self-Instruct recipe keeps one pool: its single bar counts both types
-                self.progress.advance(self.bars.get(data["type"], self.bars.get("all")))
+                self.progress.advance(self.bars[data["type"] if data["type"] in self.bars else "all"])
         minutes = max(time.monotonic() - self.started, 1e-9) / 60
         info = (
             f"instr {self.counts['accepted']}/{self.counts['candidates']} · "
