@@ -161,3 +161,20 @@ def test_likelihood_matches_llama_cpp_pythons_own_log_probabilities(smollm2, smo
     # the model's own answer is the most likely per token; the order of the answers changes nothing
     assert scored[1].mean > scored[0].mean > scored[2].mean
     assert smollm2.score(chat, answers[::-1])[::-1] == scored
+
+
+def test_a_lone_prompt_of_another_family_does_not_shorten_a_familys_shared_prefix():
+    from ensemble_instruct.backends.llamacpp_context import BLOCK, Job, prefix_groups
+
+    head = list(range(7 * BLOCK))  # what the two families share (the start of a few-shot block)
+
+    def job(index, family, tail):
+        tokens = head + [family] * (10 * BLOCK) + [tail]
+        return Job(index, tokens, GenParams(), 8)
+
+    lone, *family = [job(0, 1, 0)] + [job(k, 2, k) for k in range(1, 6)]
+    groups = list(prefix_groups([lone, *family]))
+    assert [[j.index for j in g] for g in groups] == [[0], [1, 2, 3, 4, 5]]
+    # a family keeps together, and a lone prompt after it still goes on its own
+    assert [[j.index for j in g] for g in prefix_groups([*family, lone])] == [[1, 2, 3, 4, 5], [0]]
+    assert [[j.index for j in g] for g in prefix_groups(family)] == [[1, 2, 3, 4, 5]]

@@ -168,13 +168,18 @@ def make_sampler(params: GenParams) -> int:
 
 def prefix_groups(jobs: list[Job]) -> Iterator[list[Job]]:
     """Consecutive jobs (in canonical order) that share their prefix block by block: a job that would cut
-    the group's shared prefix back by a block starts a group of its own."""
+    the group's shared prefix back by a block starts a group of its own, and so does a job that shares more
+    with the job after it than with a lone job before it (else one prompt of another family would pull a
+    whole family into a group whose shared prefix is short, and every job would read its own long prompt)."""
     group: list[Job] = []
     blocks = 0
-    for job in jobs:
-        if group and len(group) > 1 and common_prefix(group[0].tokens, job.tokens) // BLOCK < blocks:
-            yield group
-            group = []
+    for k, job in enumerate(jobs):
+        if group:
+            with_group = common_prefix(group[0].tokens, job.tokens) // BLOCK
+            with_next = common_prefix(job.tokens, jobs[k + 1].tokens) // BLOCK if k + 1 < len(jobs) else 0
+            if with_group < (blocks if len(group) > 1 else with_next):
+                yield group
+                group = []
         group.append(job)
         if len(group) == 2:
             blocks = shared_length(group) // BLOCK
