@@ -12,7 +12,7 @@ from .backends import Backend
 from .config import RunConfig
 from .ensemble import Decision
 from .instructions import InstructionPool, Round
-from .models import has_restricted_terms, member_kind
+from .models import answering_members, has_restricted_terms
 from .records import Candidate, Demo, Instance, SeedTask, Task, task_from_json, to_json
 from .replay import Finished, MemberDown
 from .seeds import split_by_type
@@ -78,12 +78,7 @@ class RunContext:
         return self.cfg.members_with("instances")[0].name
 
     def extras_for(self, generator: str) -> list[str]:
-        wanted = self.cfg.consensus.extras
-        return [
-            m.name
-            for m in self.cfg.members_with("outputs")
-            if m.name != generator and m.name not in self.down and (wanted == "all" or member_kind(m) == wanted)
-        ]
+        return [m.name for m in answering_members(self.cfg) if m.name != generator and m.name not in self.down]
 
     # --- instruction rounds -------------------------------------------------------------------------
 

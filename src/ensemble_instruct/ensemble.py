@@ -118,8 +118,8 @@ def decide(
         return Decision(False, verdict.method, None, pairwise, dropped, verdict.min_score, min_pair)
     if by_order:
         rank = {member: k for k, member in enumerate(prefer)}
-        first = (lambda c: c.role != "generator") if rule == "generator" else (lambda c: False)
-        best = min(voters, key=lambda c: (first(c), rank.get(c.model, len(rank)), c.index))
+        mine = rule == "generator"  # the generator's own answer before any other
+        best = min(voters, key=lambda c: (mine and c.role != "generator", rank.get(c.model, len(rank)), c.index))
         return Decision(True, rule, best.index, pairwise, dropped, verdict.min_score, min_pair)
     chosen = voters[verdict.chosen_index or 0].index  # a kept verdict always names its choice
     return Decision(True, verdict.method, chosen, pairwise, dropped, verdict.min_score, min_pair)

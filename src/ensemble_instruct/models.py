@@ -16,7 +16,7 @@ from platformdirs import user_cache_dir
 from .errors import UserError
 
 if TYPE_CHECKING:
-    from .config import MemberConfig
+    from .config import MemberConfig, RunConfig
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,12 @@ def member_kind(member: MemberConfig) -> str:
         return member.kind
     info = REGISTRY.get(member.model)
     return info.kind if info else "instruct"
+
+
+def answering_members(cfg: RunConfig) -> list[MemberConfig]:
+    """The members asked for extra answers: those with the "outputs" role, of the kind consensus.extras names."""
+    wanted = cfg.consensus.extras
+    return [m for m in cfg.members_with("outputs") if wanted == "all" or member_kind(m) == wanted]
 
 
 def preference(members: Sequence[MemberConfig]) -> list[str]:

@@ -16,7 +16,7 @@ from filelock import FileLock, Timeout
 from . import __version__
 from .config import RunConfig, load_config
 from .errors import UserError
-from .models import member_kind
+from .models import answering_members
 from .paths import STAGES, RunPaths
 
 
@@ -159,12 +159,10 @@ class RunStore:
         """The members whose extra answers this run would ask for exactly as the run it starts from did."""
         if not self.config.ensemble:
             return set()
-        wanted = self.config.consensus.extras
         return {
             m.name
-            for m in self.config.members_with("outputs")
-            if (wanted == "all" or member_kind(m) == wanted)
-            and self.config.answer_settings(m.name) == theirs.answer_settings(m.name)
+            for m in answering_members(self.config)
+            if self.config.answer_settings(m.name) == theirs.answer_settings(m.name)
         }
 
     @staticmethod

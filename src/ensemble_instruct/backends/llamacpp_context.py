@@ -176,8 +176,11 @@ def prefix_groups(jobs: list[Job]) -> Iterator[list[Job]]:
     for k, job in enumerate(jobs):
         if group:
             with_group = common_prefix(group[0].tokens, job.tokens) // BLOCK
-            with_next = common_prefix(job.tokens, jobs[k + 1].tokens) // BLOCK if k + 1 < len(jobs) else 0
-            if with_group < (blocks if len(group) > 1 else with_next):
+            if len(group) > 1:
+                bound = blocks
+            else:  # a lone job: compare with what this job shares with the one after it
+                bound = common_prefix(job.tokens, jobs[k + 1].tokens) // BLOCK if k + 1 < len(jobs) else 0
+            if with_group < bound:
                 yield group
                 group = []
         group.append(job)
