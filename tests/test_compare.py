@@ -15,6 +15,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from ensemble_instruct.measure import compare as compare_module  # noqa: E402
 from ensemble_instruct.measure.compare import (  # noqa: E402
+    StepTimes,
     compare,
     data_configs,
     differences,
@@ -69,6 +70,32 @@ def test_markdown_table_has_a_row_per_training_set():
         "Average Rouge-L differences, with paired bootstrap intervals over the items (10,000 draws):",
         "- EO minus the zero-shot base: +20.5 (95 % interval +12.0 to +28.2): higher",
         "- EO minus SO: -1.0 (95 % interval -3.5 to +1.5): no difference shown at this size"]
+
+
+def test_the_time_table_gives_each_steps_minutes_and_the_totals():
+    score = {"p.jsonl": {"overall": 1.0}}
+    table = {"base": "m", "training": {"max_steps": 4, "batch_size": 2}, "limit": None, "max_new_tokens": 16,
+             "task_files": ["p.jsonl"],
+             "rows": [{"data_set": "none", "label": "m, zero-shot", "examples": 0, "scores": score},
+                      {"data_set": "EO", "label": "EO", "examples": 3, "scores": score}],
+             "seconds": {"none": {"scoring": 30.0}, "EO": {"generation": 600.0, "training": 90.0, "scoring": 60.0}}}
+    lines = to_markdown(table).splitlines()
+    start = lines.index("| time, minutes | generation | training | scoring | total |")
+    assert lines[start + 2:] == ["| m, zero-shot | - | - | 0.5 | 0.5 |", "| EO | 10.0 | 1.5 | 1.0 | 12.5 |",
+                                 "| all | 10.0 | 1.5 | 1.5 | 13.0 |"]
+
+
+def test_step_times_add_up_across_resumes_and_start_over_with_the_data_set(tmp_path: Path):
+    times = StepTimes(tmp_path)
+    times.add("EO", "generation", 100.04)
+    StepTimes(tmp_path).add("EO", "generation", 20.0)  # a resume, in another process: the rest of the work
+    times = StepTimes(tmp_path)
+    times.set("EO", "training", 50.0)
+    times.set("EO", "training", 55.0)  # training reports its own total
+    times.add("SO", "scoring", 7.0)
+    assert StepTimes(tmp_path).seconds == {"EO": {"generation": 120.0, "training": 55.0}, "SO": {"scoring": 7.0}}
+    times.reset("EO")
+    assert StepTimes(tmp_path).seconds == {"SO": {"scoring": 7.0}}
 
 
 def test_a_constant_gap_has_no_spread_and_files_count_equally():
@@ -130,8 +157,14 @@ def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Pa
         assert (out / "adapters" / row["data_set"] / "adapter_model.safetensors").is_file()
         assert row["scores"][str(SHIPPED)]["n"] == 2
     assert json.loads((out / "compare.json").read_text()) == table
+    seconds = table["seconds"]
+    assert list(seconds) == ["none", "ensemble-instruct", "single-output", "self-instruct"]
+    assert seconds["none"]["scoring"] > 0 and all(seconds[r["data_set"]]["scoring"] > 0 for r in trained)
+    assert all(seconds[r["data_set"]]["training"] > 0 for r in trained)
+    assert seconds["ensemble-instruct"]["generation"] > seconds["single-output"]["generation"]  # drafts lent
     markdown = (out / "compare.md").read_text().splitlines()
-    assert len(markdown) == 2 + 4 + 2 + (1 + 1 + len(table["differences"]) if table["differences"] else 0)
+    time_table = 1 + 2 + 4 + 1
+    assert len(markdown) == 2 + 4 + 2 + (1 + 1 + len(table["differences"]) if table["differences"] else 0) + time_table
     scored = {r["data_set"]: r for r in rows if r["scores"] is not None}
     for gap in table["differences"]:  # each claim is the difference of its two rows' scores
         ours, theirs = (scored[gap[side]]["scores"][str(SHIPPED)]["overall"] for side in ("data_set", "against"))
@@ -148,6 +181,7 @@ def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Pa
     again = compare(out, train_cfg, [SHIPPED], overrides=overrides, limit=2, max_new_tokens=4,
                     cache=tmp_path / "cache")
     assert again["rows"] == rows
+    assert again["seconds"] == seconds  # skipped steps keep the time they took
 
     # a setting that only the ensemble's data set uses: that data set alone is made, trained and scored again
     monkeypatch.undo()
@@ -168,5 +202,7 @@ def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Pa
     changed = compare(out, train_cfg, [SHIPPED], overrides={**overrides, "consensus.threshold": 0.02}, limit=2,
                       max_new_tokens=4, cache=tmp_path / "cache")
     assert made == ["ensemble-instruct"]
+    assert changed["seconds"]["single-output"] == seconds["single-output"]
+    assert changed["seconds"]["ensemble-instruct"]["generation"] != seconds["ensemble-instruct"]["generation"]
     assert set(answered) <= {"ensemble-instruct"}  # the base and the other adapters come from the cache
     assert [r for r in changed["rows"] if r["data_set"] in ("single-output", "self-instruct")] == rows[2:]

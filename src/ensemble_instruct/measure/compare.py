@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +38,34 @@ LENDER = {"single-output": "ensemble-instruct"}
 # recipe beats Self-Instruct's with the same models ("none" is the zero-shot base).
 CLAIMS = (("ensemble-instruct", "none"), ("ensemble-instruct", "single-output"), ("ensemble-instruct", "self-instruct"))
 RESAMPLES = 10_000
+STEPS = ("generation", "training", "scoring")
+
+
+class StepTimes:
+    """Wall seconds of each step of the comparison, kept in times.json beside the table: a step skipped on a
+    rerun keeps the time it took when it ran, a step resumed after a kill adds the rest, and a data set made
+    again from scratch starts its times afresh."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / "times.json"
+        self.seconds: dict[str, dict[str, float]] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def add(self, name: str, step: str, seconds: float) -> None:
+        steps = self.seconds.setdefault(name, {})
+        steps[step] = round(steps.get(step, 0.0) + seconds, 1)
+        self.save()
+
+    def set(self, name: str, step: str, seconds: float) -> None:
+        self.seconds.setdefault(name, {})[step] = round(seconds, 1)
+        self.save()
+
+    def reset(self, name: str) -> None:
+        self.seconds.pop(name, None)
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.seconds, indent=2) + "\n")
 
 
 def data_configs(
@@ -94,13 +123,18 @@ def compare(
     budget = shared_budget(train_cfg, configs)
     rows: list[dict[str, Any]] = []
     zero_shot: dict[str, Any] | None = None
+    times = StepTimes(out_dir)
     for name, cfg in configs.items():
         run_dir = out_dir / "data" / name
         if not _generated(run_dir, cfg):
             # a data set made with other settings is made again; the others are kept
             stale = RunPaths(run_dir).manifest.is_file() and not _resumable(run_dir, cfg)
+            if stale or not RunPaths(run_dir).manifest.is_file():
+                times.reset(name)
             _say(console, f"[bold]{name}[/bold]: generating into {run_dir}" + (" (settings changed)" if stale else ""))
+            started = time.monotonic()
             run_generation(cfg, run_dir, force=stale, console=console, drafts_from=_lender(out_dir, name, cfg))
+            times.add(name, "generation", time.monotonic() - started)
         kept = sum(1 for _ in read_jsonl(RunPaths(run_dir).kept))
         if not kept:
             rows.append({"data_set": name, "label": DATA_SETS[name][0], "examples": 0, "scores": None})
@@ -108,10 +142,13 @@ def compare(
         adapter = out_dir / "adapters" / name
         _say(console, f"[bold]{name}[/bold]: {kept} examples; training {budget.base} into {adapter}")
         record = train(run_dir, budget, adapter, console=console, replace_stale=True)
+        times.set(name, "training", record["seconds"])
         result = evaluate(str(adapter), task_files, limit, max_new_tokens, cache=cache, console=console, engine=engine)
         base_label, tuned_label = result["subjects"]
+        times.add(name, "scoring", result["seconds"][tuned_label])
         if zero_shot is None:
             zero_shot = {f: s[base_label] for f, s in result["files"].items()}
+        times.add("none", "scoring", result["seconds"][base_label])  # 0 once its answers are cached
         rows.append(
             {
                 "data_set": name,
@@ -123,12 +160,10 @@ def compare(
             }
         )
     if zero_shot is None:  # nothing to train on: the base alone still gets its row
-        zero_shot = {
-            f: s[f"{budget.base} (zero-shot)"]
-            for f, s in evaluate(
-                budget.base, task_files, limit, max_new_tokens, cache=cache, console=console, engine=engine
-            )["files"].items()
-        }
+        result = evaluate(budget.base, task_files, limit, max_new_tokens, cache=cache, console=console, engine=engine)
+        label = f"{budget.base} (zero-shot)"
+        zero_shot = {f: s[label] for f, s in result["files"].items()}
+        times.add("none", "scoring", result["seconds"][label])
     table: dict[str, Any] = {
         "base": budget.base,
         "training": budget.__dict__,
@@ -136,6 +171,7 @@ def compare(
         "max_new_tokens": max_new_tokens,
         "task_files": [str(f) for f in task_files],
         "rows": [{"data_set": "none", "label": f"{budget.base}, zero-shot", "examples": 0, "scores": zero_shot}] + rows,
+        "seconds": {name: times.seconds.get(name, {}) for name in ["none", *configs]},
     }
     table["differences"] = differences(table["rows"], [str(f) for f in task_files])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +245,24 @@ def to_markdown(table: dict[str, Any]) -> str:
             f"Average Rouge-L differences, with paired bootstrap intervals over the items ({RESAMPLES:,} draws):",
         ]
         lines += [_claim_line(gap) for gap in table["differences"]]
+    if table.get("seconds"):
+        lines += ["", *_time_table(table)]
     return "\n".join(lines) + "\n"
+
+
+def _time_table(table: dict[str, Any]) -> list[str]:
+    """Minutes each step took, per data set, and in all: where a comparison's time goes."""
+    labels = {row["data_set"]: row["label"] for row in table["rows"]}
+    lines = ["| time, minutes | " + " | ".join(STEPS) + " | total |", "|---" * (len(STEPS) + 2) + "|"]
+    totals = dict.fromkeys(STEPS, 0.0)
+    for name, steps in table["seconds"].items():
+        for step in STEPS:
+            totals[step] += steps.get(step, 0.0)
+        cells = [f"{steps[step] / 60:.1f}" if step in steps else "-" for step in STEPS]
+        lines.append(f"| {labels.get(name, name)} | {' | '.join(cells)} | {sum(steps.values()) / 60:.1f} |")
+    cells = [f"{totals[step] / 60:.1f}" for step in STEPS]
+    lines.append(f"| all | {' | '.join(cells)} | {sum(totals.values()) / 60:.1f} |")
+    return lines
 
 
 def _claim_line(gap: dict[str, Any]) -> str:

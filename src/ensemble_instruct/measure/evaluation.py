@@ -91,10 +91,12 @@ def evaluate(
         "limit": limit,
         "subjects": [s.label for s in target.subjects],
         "files": {},
+        "seconds": {},  # spent answering, per subject (0 when every answer came from the cache)
     }
     # Subject by subject, so that llama.cpp loads each one (the base, then the base with the adapter) once.
     try:
         for subject in target.subjects:
+            started = time.perf_counter()
             for path, items in files:
                 indices = select(items, limit)
                 cache_file = _cache_file(cache, subject, file_hash(path), max_new_tokens, answerer.name)
@@ -109,6 +111,7 @@ def evaluate(
                     f"{subject.label} on {path.name}",
                 )
                 results["files"].setdefault(str(path), {})[subject.label] = score(items, indices, answers)
+            results["seconds"][subject.label] = round(time.perf_counter() - started, 1)
     finally:
         answerer.close()
     return results
