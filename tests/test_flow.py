@@ -99,6 +99,20 @@ def test_rounds_drafted_ahead_and_not_needed_are_counted_as_unused(tmp_path):
     assert made["unused"] <= 0.25 * (made["used"] + made["unused"])  # the estimate stops drafting near the end
 
 
+def test_the_summary_says_what_this_run_made_and_how_long_it_took(tmp_path, monkeypatch):
+    from ensemble_instruct import cli
+
+    summary = run_generation(scripted_config(lag=2, target=10), tmp_path, backends=scripted_crew())
+    assert 0 < summary["this_run"]["seconds"] < 300
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=screen, width=300))
+    summary["this_run"]["seconds"] = 90.0
+    cli.print_summary(summary, tmp_path)
+    made = summary["this_run"]["used"] + summary["this_run"]["unused"]
+    assert f"this run: {made} tokens generated in 1.5 min" in screen.getvalue()
+    assert f"kept {summary['kept']} examples" in screen.getvalue()
+
+
 # --- over HTTP, with answers coming back out of order ---------------------------------------------------------
 
 

@@ -229,8 +229,9 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
         made = flow["used"] + flow["unused"]
         share = flow["unused"] / made if made else 0
         out.print(
-            f"this run: {made} tokens generated, {flow['unused']} ({share:.1%}) in {flow['unused_rounds']} rounds "
-            f"drafted ahead and not needed; at most {flow['peak_in_flight']} prompts in flight"
+            f"this run: {made} tokens generated in {flow['seconds'] / 60:.1f} min, {flow['unused']} ({share:.1%}) "
+            f"in {flow['unused_rounds']} rounds drafted ahead and not needed; at most {flow['peak_in_flight']} "
+            "prompts in flight"
         )
     out.print(f"data: {Path(run_dir) / 'data.jsonl'}; dropped: {Path(run_dir) / 'rejected.jsonl'}")
 

@@ -134,9 +134,9 @@ def _run_recipe(
     demos,
     parallel: bool,
     drafts_from: Path | None,
-) -> dict[str, int] | None:
+) -> dict[str, float] | None:
     """The configured recipe over the run directory's store, which is closed however the run ends; returns
-    what the recipe says of its own work (tokens used and left unused)."""
+    what the recipe says of its own work (tokens used and left unused) and the seconds it took."""
     store = RunStore(out_dir, cfg, force=force, drafts_from=drafts_from)
     try:
         if console is not None and store.drafts_reused:
@@ -147,9 +147,13 @@ def _run_recipe(
         view = ProgressView(cfg, console) if console is not None else None
         ctx = RunContext(cfg, store, backends, seeds, demos, on_event=view or (lambda kind, data: None))
         recipe = start(ctx, parallel)
+        started = time.monotonic()
         if view:
             with view.progress:
-                return recipe.run()
-        return recipe.run()
+                flow = recipe.run()
+        else:
+            flow = recipe.run()
+        # the models' work, not their loading
+        return None if flow is None else {**flow, "seconds": round(time.monotonic() - started, 3)}
     finally:
         store.close()
