@@ -183,7 +183,7 @@ def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Pa
     assert again["rows"] == rows
     assert again["seconds"] == seconds  # skipped steps keep the time they took
 
-    # a setting that only the ensemble's data set uses: that data set alone is made, trained and scored again
+    # another voter, which only the ensemble's data set asks: that data set alone is made, trained and scored again
     monkeypatch.undo()
     made, answered = [], []
     real_generation, real_answer = compare_module.run_generation, compare_module.evaluate.__globals__[
@@ -199,8 +199,9 @@ def test_miniature_compare_end_to_end_then_a_rerun_skips_every_step(tmp_path: Pa
 
     monkeypatch.setattr(compare_module, "run_generation", generation)
     monkeypatch.setattr("ensemble_instruct.measure.evaluation.LlamaCppAnswers.answer", answer)
-    changed = compare(out, train_cfg, [SHIPPED], overrides={**overrides, "consensus.threshold": 0.02}, limit=2,
-                      max_new_tokens=4, cache=tmp_path / "cache")
+    voter = {"members.2.model": "gemma-3-270m", "members.2.name": "gemma-3-270m"}
+    changed = compare(out, train_cfg, [SHIPPED], overrides={**overrides, **voter}, limit=2, max_new_tokens=4,
+                      cache=tmp_path / "cache")
     assert made == ["ensemble-instruct"]
     assert changed["seconds"]["single-output"] == seconds["single-output"]
     assert changed["seconds"]["ensemble-instruct"]["generation"] != seconds["ensemble-instruct"]["generation"]

@@ -323,11 +323,20 @@ def test_set_names_a_missing_list_item(key, message):
     assert str(err.value).startswith(message)
 
 
-def test_data_sets_made_without_a_vote_ignore_the_vote_settings():
-    vote = {"consensus.threshold": 0.2, "outputs.stop": "end_of_turn"}
+@pytest.mark.parametrize("vote", [
+    {"consensus.threshold": 0.2, "outputs.stop": "end_of_turn"},
+    {"members.2.model": "gemma-3-270m", "members.2.name": "gemma-3-270m"},  # another voter
+])
+def test_data_sets_made_without_a_vote_ignore_the_vote_settings_and_voters(vote):
     for mode in ({"ensemble": False}, {"method": "self-instruct"}):
         assert load_config(None, {**mode, **vote}).content_hash() == load_config(None, mode).content_hash()
     assert load_config(None, vote).content_hash() != load_config(None).content_hash()
+
+
+def test_data_sets_made_without_a_vote_still_depend_on_their_writers():
+    writer = {"members.0.model": "gemma-3-270m"}
+    for mode in ({"ensemble": False}, {"method": "self-instruct"}):
+        assert load_config(None, {**mode, **writer}).content_hash() != load_config(None, mode).content_hash()
 
 
 def test_prefer_names_members():

@@ -251,9 +251,10 @@ class RunConfig(_Closed):
         exclude: dict[str, Any] = {}
         if self.method == "ensemble-instruct":
             exclude["self_instruct"] = True  # unused, so a change to it must not refuse a resume
-        if self.method == "self-instruct" or not self.ensemble:
-            exclude |= {"outputs": True, "consensus": True}  # no extra answers, no vote
-        return self._hash(exclude)
+        voting = self.method == "ensemble-instruct" and self.ensemble
+        if not voting:  # no extra answers, no vote: the members that only answer change nothing
+            exclude |= {"outputs": True, "consensus": True}
+        return self._hash(exclude, writers_only=not voting)
 
     def drafts_hash(self) -> str:
         """Hash of the settings that make the instructions and instances (stages 1 and 2): two Ensemble-Instruct
