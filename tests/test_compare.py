@@ -92,10 +92,12 @@ def test_step_times_add_up_across_resumes_and_start_over_with_the_data_set(tmp_p
     times = StepTimes(tmp_path)
     times.set("EO", "training", 50.0)
     times.set("EO", "training", 55.0)  # training reports its own total
-    times.add("SO", "scoring", 7.0)
+    times.scored("SO", 7.0)
+    times.scored("SO", 0.0)  # every answer from the cache: the time it took stays
     assert StepTimes(tmp_path).seconds == {"EO": {"generation": 120.0, "training": 55.0}, "SO": {"scoring": 7.0}}
+    times.scored("SO", 5.0)  # a new adapter answered: its time replaces the old one's
     times.reset("EO")
-    assert StepTimes(tmp_path).seconds == {"SO": {"scoring": 7.0}}
+    assert StepTimes(tmp_path).seconds == {"SO": {"scoring": 5.0}}
 
 
 def test_a_constant_gap_has_no_spread_and_files_count_equally():

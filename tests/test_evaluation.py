@@ -161,6 +161,8 @@ def test_adapter_is_scored_beside_its_base_and_answers_are_cached(adapter: Path,
     monkeypatch.setattr(evaluation.TransformersAnswers, "answer", no_generation)
     again = evaluation.evaluate(str(adapter), [SHIPPED], limit=4, max_new_tokens=8, cache=cache)
     assert again["files"] == result["files"]
+    assert all(result["seconds"][label] > 0 for label in result["subjects"])
+    assert again["seconds"] == {base_label: 0.0, tuned_label: 0.0}  # nothing answered: no time spent answering
     base_alone = evaluation.evaluate("smollm2-135m-instruct", [SHIPPED], limit=4, max_new_tokens=8, cache=cache)
     assert base_alone["files"][str(SHIPPED)][base_label] == scores[base_label]
 

@@ -43,8 +43,8 @@ STEPS = ("generation", "training", "scoring")
 
 class StepTimes:
     """Wall seconds of each step of the comparison, kept in times.json beside the table: a step skipped on a
-    rerun keeps the time it took when it ran, a step resumed after a kill adds the rest, and a data set made
-    again from scratch starts its times afresh."""
+    rerun keeps the time it took when it ran, a generation resumed after a kill adds the rest, and a data set
+    made again from scratch starts its times afresh."""
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / "times.json"
@@ -58,6 +58,12 @@ class StepTimes:
     def set(self, name: str, step: str, seconds: float) -> None:
         self.seconds.setdefault(name, {})[step] = round(seconds, 1)
         self.save()
+
+    def scored(self, name: str, seconds: float) -> None:
+        """Scoring that answered anything (a new adapter, or answers missing from the cache) replaces the time
+        before; answers all from the cache keep it."""
+        if seconds:
+            self.set(name, "scoring", seconds)
 
     def reset(self, name: str) -> None:
         self.seconds.pop(name, None)
@@ -142,13 +148,13 @@ def compare(
         adapter = out_dir / "adapters" / name
         _say(console, f"[bold]{name}[/bold]: {kept} examples; training {budget.base} into {adapter}")
         record = train(run_dir, budget, adapter, console=console, replace_stale=True)
-        times.set(name, "training", record["seconds"])
+        times.set(name, "training", record["seconds"])  # training's own total, across its resumes
         result = evaluate(str(adapter), task_files, limit, max_new_tokens, cache=cache, console=console, engine=engine)
         base_label, tuned_label = result["subjects"]
-        times.add(name, "scoring", result["seconds"][tuned_label])
+        times.scored(name, result["seconds"][tuned_label])
+        times.scored("none", result["seconds"][base_label])
         if zero_shot is None:
             zero_shot = {f: s[base_label] for f, s in result["files"].items()}
-        times.add("none", "scoring", result["seconds"][base_label])  # 0 once its answers are cached
         rows.append(
             {
                 "data_set": name,
@@ -163,7 +169,7 @@ def compare(
         result = evaluate(budget.base, task_files, limit, max_new_tokens, cache=cache, console=console, engine=engine)
         label = f"{budget.base} (zero-shot)"
         zero_shot = {f: s[label] for f, s in result["files"].items()}
-        times.add("none", "scoring", result["seconds"][label])
+        times.scored("none", result["seconds"][label])
     table: dict[str, Any] = {
         "base": budget.base,
         "training": budget.__dict__,

@@ -96,11 +96,12 @@ def evaluate(
     # Subject by subject, so that llama.cpp loads each one (the base, then the base with the adapter) once.
     try:
         for subject in target.subjects:
-            started = time.perf_counter()
+            results["seconds"][subject.label] = 0.0
             for path, items in files:
                 indices = select(items, limit)
                 cache_file = _cache_file(cache, subject, file_hash(path), max_new_tokens, answerer.name)
-                answers = _answer(
+                started = time.perf_counter()
+                answers, made = _answer(
                     answerer,
                     subject,
                     items,
@@ -110,8 +111,9 @@ def evaluate(
                     console,
                     f"{subject.label} on {path.name}",
                 )
+                if made:
+                    results["seconds"][subject.label] += round(time.perf_counter() - started, 1)
                 results["files"].setdefault(str(path), {})[subject.label] = score(items, indices, answers)
-            results["seconds"][subject.label] = round(time.perf_counter() - started, 1)
     finally:
         answerer.close()
     return results
@@ -126,15 +128,15 @@ def _answer(
     max_new_tokens: int,
     console: Console | None,
     label: str,
-) -> dict[int, str]:
-    """The subject's answers to the chosen items, from the cache file where they exist. One process at a time
-    answers into a cache file (a second waits, then finds the answers there), and each block is written as it
-    is made, so a kill keeps what was done."""
+) -> tuple[dict[int, str], int]:
+    """The subject's answers to the chosen items, from the cache file where they exist, and how many were made
+    now. One process at a time answers into a cache file (a second waits, then finds the answers there), and
+    each block is written as it is made, so a kill keeps what was done."""
     with FileLock(str(path) + ".lock"):
         answers = _cached(path)
         todo = [i for i in indices if i not in answers]
         if not todo:
-            return answers
+            return answers, 0
         progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -156,4 +158,4 @@ def _answer(
                 fh.flush()
                 rate = (start + len(block)) / (time.perf_counter() - started)
                 progress.update(bar, advance=len(block), rate=f"{rate:.2f} answers/s")
-    return answers
+    return answers, len(todo)
