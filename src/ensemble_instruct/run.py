@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -148,10 +149,7 @@ def _run_recipe(
         ctx = RunContext(cfg, store, backends, seeds, demos, on_event=view or (lambda kind, data: None))
         recipe = start(ctx, parallel)
         started = time.monotonic()
-        if view:
-            with view.progress:
-                flow = recipe.run()
-        else:
+        with view.progress if view else nullcontext():
             flow = recipe.run()
         # the models' work, not their loading
         return None if flow is None else {**flow, "seconds": round(time.monotonic() - started, 3)}

@@ -134,8 +134,9 @@ def compare(
         run_dir = out_dir / "data" / name
         if not _generated(run_dir, cfg):
             # a data set made with other settings is made again; the others are kept
-            stale = RunPaths(run_dir).manifest.is_file() and not _resumable(run_dir, cfg)
-            if stale or not RunPaths(run_dir).manifest.is_file():
+            begun = RunPaths(run_dir).manifest.is_file()
+            stale = begun and not _resumable(run_dir, cfg)
+            if stale or not begun:  # made from scratch: the times of an earlier data set do not count
                 times.reset(name)
             _say(console, f"[bold]{name}[/bold]: generating into {run_dir}" + (" (settings changed)" if stale else ""))
             started = time.monotonic()
