@@ -5,8 +5,10 @@
 The earlier step cut each optimizer step's 8 examples into micro batches of 2 in data order, computed the
 logits of every position and had LoRA dropout 0.05; this package's step sorts a step's examples by length into
 micro batches of at most 512 padded tokens, computes logits only where a response token is predicted and has
-no dropout. Both start from the same LoRA initialization and see the same batches; the script prints examples
-per second of each, their ratio, and both loss curves (the same up to rounding and dropout).
+no dropout, and holds the frozen base in bfloat16 where the hardware computes it. All start from the same LoRA
+initialization and see the same batches; the script prints examples per second of the earlier step, of this
+step with a float32 base and (where bfloat16 is native) with a bfloat16 base, their ratios, and the loss curves
+(the same up to rounding and dropout).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ensemble_instruct.measure.base import load_model, resolve_base
+from ensemble_instruct.measure.base import bf16_native, load_model, resolve_base
 from ensemble_instruct.measure.data import collate, example_order, tokenize_example
 from ensemble_instruct.measure.train import TrainConfig, _accumulate, _with_lora, learning_rate
 
@@ -82,18 +84,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="*", default=[torch.get_num_threads()])
     args = parser.parse_args()
     cfg = TrainConfig(base=args.base)
-    model, tokenizer = load_model(resolve_base(args.base))
+    base = resolve_base(args.base)
+    model, tokenizer = load_model(base, "fp32")
+    bf16_model = load_model(base, "bf16")[0] if bf16_native() else None
     rows = [r for r in (tokenize_example(tokenizer, e, cfg.max_length) for e in examples_of(args.data)) if r]
     print(f"{len(rows)} examples from {args.data.name}, {args.steps} steps of {cfg.batch_size}, base {args.base}")
     for threads in args.threads:
         torch.set_num_threads(threads)
         earlier = replace(cfg, lora_dropout=EARLIER_DROPOUT)
-        before, before_losses = run(earlier_accumulate, rows, earlier, args.steps, model, tokenizer)
-        after, after_losses = run(_accumulate, rows, cfg, args.steps, model, tokenizer)
-        print(f"threads {threads}: earlier {before:.2f} examples/s, now {after:.2f} examples/s: {after / before:.2f}x")
-        print("step  loss (earlier)  loss (now)")
-        for step, (a, b) in enumerate(zip(before_losses, after_losses), start=1):
-            print(f"{step:4d}  {a:14.4f}  {b:10.4f}")
+        curves = {}
+        rate, curves["earlier"] = run(earlier_accumulate, rows, earlier, args.steps, model, tokenizer)
+        print(f"threads {threads}: earlier step, fp32 base: {rate:.2f} examples/s")
+        fp32, curves["now, fp32"] = run(_accumulate, rows, cfg, args.steps, model, tokenizer)
+        print(f"threads {threads}: this step, fp32 base: {fp32:.2f} examples/s: {fp32 / rate:.2f}x the earlier")
+        if bf16_model is not None:
+            bf16, curves["now, bf16"] = run(_accumulate, rows, cfg, args.steps, bf16_model, tokenizer)
+            print(f"threads {threads}: this step, bf16 base: {bf16:.2f} examples/s: {bf16 / rate:.2f}x the earlier, "
+                  f"{bf16 / fp32:.2f}x the fp32 base")
+        print("step  " + "  ".join(f"{name:>12}" for name in curves))
+        for step, losses in enumerate(zip(*curves.values()), start=1):
+            print(f"{step:4d}  " + "  ".join(f"{loss:12.4f}" for loss in losses))
 
 
 if __name__ == "__main__":

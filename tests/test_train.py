@@ -219,3 +219,48 @@ def test_the_loss_on_response_logits_alone_equals_the_loss_on_all_logits(smollm2
     reference = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
                                                   ignore_index=-100)
     assert ours == pytest.approx(reference.item(), rel=1e-4)
+
+
+def test_precision_is_checked_and_resolved_into_the_hash():
+    from ensemble_instruct.measure.base import bf16_native
+
+    with pytest.raises(UserError, match="precision must be one of auto, bf16, fp32"):
+        TrainConfig(precision="fp16")
+    assert TrainConfig(precision="fp32").resolved_precision() == "fp32"
+    assert TrainConfig().resolved_precision() == ("bf16" if bf16_native() else "fp32")
+    by_precision = {p: TrainConfig(precision=p).content_hash("d") for p in ("auto", "bf16", "fp32")}
+    assert by_precision["bf16"] != by_precision["fp32"]  # another adapter
+    assert by_precision["auto"] == by_precision[TrainConfig().resolved_precision()]  # the same adapter
+
+
+def test_a_bf16_base_gives_the_fp32_loss_and_gradient_to_within_rounding(smollm2_path):
+    """The frozen base in bfloat16, the adapter in float32: the same batch's loss and the adapter's gradient
+    match those of a float32 base up to the rounding of the base's weights."""
+    import torch
+
+    losses, gradients = {}, {}
+    for precision in ("fp32", "bf16"):
+        model, tokenizer = load_model(resolve_base(TINY.base), precision)
+        torch.manual_seed(0)
+        peft_model = _with_lora(model, TINY)
+        with torch.no_grad():  # a LoRA that changes something, so every adapter weight has a gradient
+            for name, weight in peft_model.named_parameters():
+                if "lora_B" in name:
+                    weight.normal_(0, 0.02)
+        trained = [p for p in peft_model.parameters() if p.requires_grad]
+        assert {p.dtype for p in trained} == {torch.float32}
+        rows = [tokenize_example(tokenizer, {"instruction": a, "input": b, "output": c}, 64) for a, b, c in EXAMPLES]
+        losses[precision] = _accumulate(peft_model, rows, TINY, tokenizer.pad_token_id)
+        gradients[precision] = torch.cat([p.grad.flatten() for p in trained])
+    assert losses["bf16"] != losses["fp32"]  # the base's weights were rounded
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
+    assert torch.nn.functional.cosine_similarity(gradients["bf16"], gradients["fp32"], dim=0) > 0.95
+
+
+def test_a_bf16_training_records_its_precision_and_saves_a_float32_adapter(tiny_run: Path):
+    from safetensors.torch import load_file
+
+    out = tiny_run / "bf16"
+    record = train(tiny_run, replace(TINY, precision="bf16", max_steps=2), out)
+    assert record["precision"] == "bf16" and record["final_loss"] > 0
+    assert {str(t.dtype) for t in load_file(out / "adapter_model.safetensors").values()} == {"torch.float32"}

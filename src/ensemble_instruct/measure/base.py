@@ -76,8 +76,22 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(base: BaseModel):
-    """The base model (fp32 on CPU, bf16 on a GPU) and its tokenizer, with a pad token."""
+def bf16_native() -> bool:
+    """Whether this machine computes in bfloat16 in hardware: a GPU, or a CPU with AVX512-BF16 or AMX (elsewhere
+    bfloat16 is emulated, and slower than float32)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def load_model(base: BaseModel, dtype: str | None = None):
+    """The base model in `dtype` ("bf16" or "fp32"; by default fp32 on CPU, bf16 on a GPU) and its tokenizer,
+    with a pad token."""
     import warnings
 
     import torch
@@ -90,6 +104,7 @@ def load_model(base: BaseModel):
     tokenizer = AutoTokenizer.from_pretrained(base.hf_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if device() == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(base.hf_dir, dtype=dtype).to(device())  # type: ignore[arg-type]
+    dtype = dtype or ("bf16" if device() == "cuda" else "fp32")
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base.hf_dir, dtype=torch_dtype).to(device())  # type: ignore[arg-type]
     return model, tokenizer

@@ -38,6 +38,11 @@ def _training_options(command):
         click.option("--lora-alpha", type=int, help="LoRA alpha [default: 32]."),
         click.option("--save-every", type=int, help="Steps between checkpoints [default: 25]."),
         click.option("--train-seed", type=int, help="Seed of the LoRA init and the data order [default: 42]."),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "bf16", "fp32"]),
+            help="The frozen base's weights; auto: bf16 where the hardware computes it, else fp32 [default: auto].",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -63,6 +68,7 @@ _TRAIN_FLAGS = (
     "lora_alpha",
     "save_every",
     "train_seed",
+    "precision",
 )
 
 
