@@ -3,6 +3,7 @@ field, and a real adapter scored beside its zero-shot base with answers taken fr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -201,3 +202,24 @@ def test_two_evaluations_sharing_a_cache_answer_each_item_once(adapter: Path, tm
     (cached,) = (tmp_path / "evaluations").glob("*.jsonl")
     indices = [json.loads(line)["index"] for line in cached.read_text().splitlines()]
     assert sorted(indices) == sorted(set(indices)) and len(indices) == 6  # the second found them all there
+
+
+def test_an_adapter_trained_again_is_scored_through_a_new_gguf(adapter: Path, tmp_path: Path, smollm2_path):
+    """compare trains a data set that changed into the same folder: the GGUF LoRA written from the old weights
+    must not be reused."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from ensemble_instruct.measure.lora_gguf import _source_of, convert_adapter
+
+    folder = tmp_path / "adapter"
+    shutil.copytree(adapter, folder)
+    first = convert_adapter(folder, smollm2_path)
+    before = first.read_bytes()
+    assert convert_adapter(folder, smollm2_path).read_bytes() == before  # the same weights: kept
+    weights = load_file(folder / "adapter_model.safetensors")
+    save_file({k: v * 2 for k, v in weights.items()}, folder / "adapter_model.safetensors")  # "trained again"
+    second = convert_adapter(folder, smollm2_path)
+    assert second == first and second.read_bytes() != before
+    assert _source_of(second) == hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()

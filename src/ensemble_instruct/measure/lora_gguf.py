@@ -9,6 +9,7 @@ B of those projections is reordered the same way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -19,6 +20,9 @@ import numpy as np
 from ..errors import UserError
 
 ADAPTER_FILE = "adapter.gguf"
+# the sha256 of the adapter_model.safetensors a GGUF adapter was written from: an adapter trained again in the
+# same folder (compare does so when a data set changed) must not be scored through the old one's GGUF
+SOURCE_KEY = "ensemble_instruct.source_sha256"
 # PEFT's key for one LoRA matrix: ...model.layers.N.self_attn.q_proj.lora_A.weight
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<side>[AB])\.weight$")
 # Architectures whose query and key rows llama.cpp's converter permutes.
@@ -48,14 +52,23 @@ def _permute(rows: np.ndarray, heads: int) -> np.ndarray:
     return rows.reshape(heads, 2, rows.shape[0] // heads // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
 
 
+def _source_of(gguf_file: Path) -> str | None:
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf_file)).get_field(SOURCE_KEY)
+    return str(field.contents()) if field is not None else None
+
+
 def convert_adapter(adapter_dir: Path, base_gguf: Path, out: Path | None = None) -> Path:
-    """Write ADAPTER_DIR's PEFT LoRA as a GGUF LoRA for BASE_GGUF (once: an existing file is kept)."""
+    """Write ADAPTER_DIR's PEFT LoRA as a GGUF LoRA for BASE_GGUF (once: a file written from the same weights
+    is kept, one written from other weights is replaced)."""
     import gguf
     from safetensors.numpy import load_file
 
     adapter_dir = Path(adapter_dir)
     out = Path(out) if out else adapter_dir / ADAPTER_FILE
-    if out.is_file():
+    source = hashlib.sha256((adapter_dir / "adapter_model.safetensors").read_bytes()).hexdigest()
+    if out.is_file() and _source_of(out) == source:
         return out
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     arch, blocks, heads, kv_heads = _read_base(base_gguf)
@@ -64,6 +77,7 @@ def convert_adapter(adapter_dir: Path, base_gguf: Path, out: Path | None = None)
     writer.add_string("general.type", "adapter")
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(config["lora_alpha"]))
+    writer.add_string(SOURCE_KEY, source)
     for key, tensor in sorted(load_file(adapter_dir / "adapter_model.safetensors").items()):
         match = _KEY.match(key)
         target = names.get_name(match["module"]) if match else None
