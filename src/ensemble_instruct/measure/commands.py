@@ -16,6 +16,7 @@ from ..terminal import console, out, overrides_from
 def _training_options(command):
     """The fine-tuning flags train and compare share; defaults are TrainConfig's."""
     from .base import DEFAULT_BASE
+    from .train import PRECISIONS
 
     options = [
         click.option(
@@ -40,7 +41,7 @@ def _training_options(command):
         click.option("--train-seed", type=int, help="Seed of the LoRA init and the data order [default: 42]."),
         click.option(
             "--precision",
-            type=click.Choice(["auto", "bf16", "fp32"]),
+            type=click.Choice(PRECISIONS),
             help="The frozen base's weights; auto: bf16 where the hardware computes it, else fp32 [default: auto].",
         ),
     ]

@@ -63,11 +63,12 @@ def convert_adapter(adapter_dir: Path, base_gguf: Path, out: Path | None = None)
     """Write ADAPTER_DIR's PEFT LoRA as a GGUF LoRA for BASE_GGUF (once: a file written from the same weights
     is kept, one written from other weights is replaced)."""
     import gguf
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load
 
     adapter_dir = Path(adapter_dir)
     out = Path(out) if out else adapter_dir / ADAPTER_FILE
-    source = hashlib.sha256((adapter_dir / "adapter_model.safetensors").read_bytes()).hexdigest()
+    weights = (adapter_dir / "adapter_model.safetensors").read_bytes()  # read once: hashed, then converted
+    source = hashlib.sha256(weights).hexdigest()
     if out.is_file() and _source_of(out) == source:
         return out
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
@@ -78,7 +79,7 @@ def convert_adapter(adapter_dir: Path, base_gguf: Path, out: Path | None = None)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(config["lora_alpha"]))
     writer.add_string(SOURCE_KEY, source)
-    for key, tensor in sorted(load_file(adapter_dir / "adapter_model.safetensors").items()):
+    for key, tensor in sorted(load(weights).items()):
         match = _KEY.match(key)
         target = names.get_name(match["module"]) if match else None
         if match is None or target is None:
