@@ -5,10 +5,11 @@
 The earlier step cut each optimizer step's 8 examples into micro batches of 2 in data order, computed the
 logits of every position and had LoRA dropout 0.05; this package's step sorts a step's examples by length into
 micro batches of at most 512 padded tokens, computes logits only where a response token is predicted and has
-no dropout, and holds the frozen base in bfloat16 where the hardware computes it. All start from the same LoRA
-initialization and see the same batches; the script prints examples per second of the earlier step, of this
-step with a float32 base and (where bfloat16 is native) with a bfloat16 base, their ratios, and the loss curves
-(the same up to rounding and dropout).
+no dropout, and holds the frozen base in bfloat16 where the hardware computes it, the adapter's products in
+bfloat16 too (float32 weights). All start from the same LoRA initialization and see the same batches; the script
+prints examples per second of the earlier step, of this step with a float32 base and (where bfloat16 is native)
+with a bfloat16 base, with the adapter's products in float32 (the previous release) and in bfloat16, their
+ratios, and the loss curves (the same up to rounding and dropout).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from ensemble_instruct.measure import train
 from ensemble_instruct.measure.base import bf16_native, load_model, resolve_base
 from ensemble_instruct.measure.data import collate, example_order, tokenize_example
 from ensemble_instruct.measure.train import TrainConfig, _accumulate, _with_lora, learning_rate
@@ -54,6 +57,15 @@ def earlier_accumulate(peft_model, batch, cfg: TrainConfig, pad_id: int, micro: 
         (loss_sum / n_tokens).backward()
         total += loss_sum.item()
     return total / n_tokens
+
+
+def fp32_lora_accumulate(peft_model, batch, cfg: TrainConfig, pad_id: int) -> float:
+    """This step with the adapter's products in float32 on a bf16 base (PEFT casting each layer's input)."""
+    compute, train.lora_compute = train.lora_compute, lambda model: nullcontext()
+    try:
+        return _accumulate(peft_model, batch, cfg, pad_id)
+    finally:
+        train.lora_compute = compute
 
 
 def run(accumulate, rows, cfg: TrainConfig, steps: int, model, tokenizer) -> tuple[float, list[float]]:
@@ -98,9 +110,13 @@ def main() -> None:
         fp32, curves["now, fp32"] = run(_accumulate, rows, cfg, args.steps, model, tokenizer)
         print(f"threads {threads}: this step, fp32 base: {fp32:.2f} examples/s: {fp32 / rate:.2f}x the earlier")
         if bf16_model is not None:
+            mixed, curves["bf16, fp32 LoRA"] = run(fp32_lora_accumulate, rows, cfg, args.steps, bf16_model, tokenizer)
+            print(f"threads {threads}: this step, bf16 base, fp32 LoRA products: {mixed:.2f} examples/s: "
+                  f"{mixed / rate:.2f}x the earlier, {mixed / fp32:.2f}x the fp32 base")
             bf16, curves["now, bf16"] = run(_accumulate, rows, cfg, args.steps, bf16_model, tokenizer)
-            print(f"threads {threads}: this step, bf16 base: {bf16:.2f} examples/s: {bf16 / rate:.2f}x the earlier, "
-                  f"{bf16 / fp32:.2f}x the fp32 base")
+            print(f"threads {threads}: this step, bf16 base and LoRA products: {bf16:.2f} examples/s: "
+                  f"{bf16 / rate:.2f}x the earlier, {bf16 / fp32:.2f}x the fp32 base, "
+                  f"{bf16 / mixed:.2f}x fp32 LoRA products")
         print("step  " + "  ".join(f"{name:>12}" for name in curves))
         for step, losses in enumerate(zip(*curves.values()), start=1):
             print(f"{step:4d}  " + "  ".join(f"{loss:12.4f}" for loss in losses))

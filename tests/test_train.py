@@ -234,11 +234,11 @@ def test_precision_is_checked_and_resolved_into_the_hash():
 
 
 def test_a_bf16_base_gives_the_fp32_loss_and_gradient_to_within_rounding(smollm2_path):
-    """The frozen base in bfloat16, the adapter in float32: the same batch's loss and the adapter's gradient
-    match those of a float32 base up to the rounding of the base's weights."""
+    """The frozen base in bfloat16, the adapter's weights in float32 and its products in bfloat16: the same
+    batch's loss and the adapter's gradient match those of a float32 base up to rounding."""
     import torch
 
-    losses, gradients = {}, {}
+    losses, gradients, lora_products = {}, {}, {}
     for precision in ("fp32", "bf16"):
         model, tokenizer = load_model(resolve_base(TINY.base), precision)
         torch.manual_seed(0)
@@ -250,8 +250,14 @@ def test_a_bf16_base_gives_the_fp32_loss_and_gradient_to_within_rounding(smollm2
         trained = [p for p in peft_model.parameters() if p.requires_grad]
         assert {p.dtype for p in trained} == {torch.float32}
         rows = [tokenize_example(tokenizer, {"instruction": a, "input": b, "output": c}, 64) for a, b, c in EXAMPLES]
+        lora_a = next(m for name, m in peft_model.named_modules() if name.endswith("lora_A.default"))
+        seen: set[torch.dtype] = set()
+        lora_a.register_forward_hook(lambda module, args, out, seen=seen: seen.add(out.dtype))
         losses[precision] = _accumulate(peft_model, rows, TINY, tokenizer.pad_token_id)
         gradients[precision] = torch.cat([p.grad.flatten() for p in trained])
+        lora_products[precision] = seen
+    # PEFT alone would cast a bf16 layer's input to the adapter's float32 and back
+    assert lora_products == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}
     assert losses["bf16"] != losses["fp32"]  # the base's weights were rounded
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
     assert torch.nn.functional.cosine_similarity(gradients["bf16"], gradients["fp32"], dim=0) > 0.95

@@ -13,6 +13,8 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from .prompt import PROMPT_FORMAT
 RECORD = "training_record.json"
 CHECKPOINT = "checkpoint"
 PRECISIONS = ("auto", "bf16", "fp32")
+LORA_COMPUTE = {"bf16": "bf16 autocast", "fp32": "fp32"}  # the adapter's matrix products, by base precision
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ class TrainConfig:
     save_every: int = 25  # optimizer steps between checkpoints
     # the frozen base's weights: "auto" is bf16 where the hardware computes it (a GPU, a CPU with AVX512-BF16 or
     # AMX: on two such cores a 113-step training took 353 s against 446 s in float32, its loss curve within 0.03
-    # of float32's) and fp32 elsewhere; the adapter's own weights and optimizer stay in float32 either way
+    # of float32's) and fp32 elsewhere; the adapter's own weights and optimizer stay in float32 either way (on a
+    # bf16 base its products run in bf16, see lora_compute)
     precision: str = "auto"
 
     def __post_init__(self) -> None:
@@ -82,7 +86,7 @@ class TrainConfig:
             {
                 # the precision as resolved: "auto" trains another adapter on other hardware
                 "config": {k: v for k, v in asdict(self).items() if k != "save_every"}
-                | {"precision": self.resolved_precision()},
+                | {"precision": self.resolved_precision(), "lora_compute": LORA_COMPUTE[self.resolved_precision()]},
                 "data": data_hash,
                 "prompt_format": PROMPT_FORMAT,
             },
@@ -191,6 +195,7 @@ def _fit(
         "seconds": round(state.seconds, 1),
         "device": device(),
         "precision": cfg.resolved_precision(),
+        "lora_compute": LORA_COMPUTE[cfg.resolved_precision()],
         "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -308,13 +313,31 @@ def _accumulate(peft_model, batch, cfg: TrainConfig, pad_id: int) -> float:
         ids, labels, mask = (t.to(peft_model.device) for t in collate(rows, pad_id))
         scored = torch.zeros_like(mask, dtype=torch.bool)
         scored[:, :-1] = labels[:, 1:] != -100  # position t predicts token t + 1
-        logits = peft_model(input_ids=ids, attention_mask=mask, logits_to_keep=scored).logits.float()
+        with lora_compute(peft_model):
+            logits = peft_model(input_ids=ids, attention_mask=mask, logits_to_keep=scored).logits.float()
         loss_sum = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.size(-1)), labels[:, 1:][scored[:, :-1]], reduction="sum"
         )
         (loss_sum / n_tokens).backward()
         total += loss_sum.item()
     return total / n_tokens
+
+
+@contextmanager
+def lora_compute(peft_model) -> Iterator[None]:
+    """On a bf16 base the adapter's products run in bf16 too: autocast casts its float32 weights (kept in
+    float32 for the optimizer, as mixed precision does) instead of PEFT casting each adapted layer's input to
+    float32 and the result back, 126 round trips of activations per forward and backward for Gemma-3-270M
+    (on two cores 7 % faster per step, the loss within 0.01 of the float32 products' at each of 12 steps)."""
+    import torch
+
+    if peft_model.get_base_model().dtype != torch.bfloat16:
+        yield
+        return
+    from peft.helpers import disable_input_dtype_casting
+
+    with torch.autocast(peft_model.device.type, dtype=torch.bfloat16), disable_input_dtype_casting(peft_model):
+        yield
 
 
 def _save_checkpoint(folder: Path, run_hash: str, peft_model, optimizer, state: TrainState) -> None:
