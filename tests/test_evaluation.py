@@ -223,3 +223,23 @@ def test_an_adapter_trained_again_is_scored_through_a_new_gguf(adapter: Path, tm
     second = convert_adapter(folder, smollm2_path)
     assert second == first and second.read_bytes() != before
     assert _source_of(second) == hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+
+def test_adapter_answers_cached_before_the_gguf_check_are_answered_again(adapter: Path, tmp_path: Path):
+    """An earlier release filed llama.cpp answers under a key without the GGUF check; an adapter's may be
+    another adapter's and are not read, the base's stay valid and are."""
+    from ensemble_instruct.measure.answers import open_target
+    from ensemble_instruct.measure.prompt import PROMPT_FORMAT
+    from ensemble_instruct.measure.tasks import file_hash
+
+    settings = json.dumps([PROMPT_FORMAT, 4, list(evaluation.STOP_STRINGS), "llamacpp"])
+    key = hashlib.sha256(settings.encode()).hexdigest()[:8]
+    for subject in open_target(str(adapter)).subjects:
+        earlier = tmp_path / f"{subject.identity.replace('+', '-')}-{file_hash(SHIPPED)}-{key}.jsonl"
+        earlier.write_text("".join(json.dumps({"index": i, "prediction": "stale"}) + "\n" for i in range(48)))
+    result = evaluation.evaluate(str(adapter), [SHIPPED], limit=2, max_new_tokens=4, cache=tmp_path, engine="llamacpp")
+    base_label, tuned_label = result["subjects"]
+    assert result["seconds"][base_label] == 0.0  # the base's answers came from the earlier file
+    assert result["seconds"][tuned_label] > 0  # the adapter's were made again, into a file of their own
+    (made,) = [f for f in tmp_path.glob("*.jsonl") if "stale" not in f.read_text()]
+    assert made.name.startswith(open_target(str(adapter)).subjects[1].identity.replace("+", "-"))

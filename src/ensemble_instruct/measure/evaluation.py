@@ -40,8 +40,12 @@ def default_cache() -> Path:
 
 
 def _cache_file(cache: Path, subject: Subject, tasks_hash: str, max_new_tokens: int, engine: str) -> Path:
-    settings = json.dumps([PROMPT_FORMAT, max_new_tokens, STOP_STRINGS, engine])
-    key = hashlib.sha256(settings.encode()).hexdigest()[:8]
+    settings: list[Any] = [PROMPT_FORMAT, max_new_tokens, STOP_STRINGS, engine]
+    if engine == "llamacpp" and subject.adapter is not None:
+        # before a GGUF LoRA was checked against its adapter's weights, an adapter trained again in its folder
+        # was answered through the old one's GGUF: a new key leaves those answers behind (the base's stay)
+        settings.append("gguf-lora-checked")
+    key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:8]
     return cache / f"{subject.identity.replace('+', '-')}-{tasks_hash}-{key}.jsonl"
 
 
