@@ -84,11 +84,11 @@ class TrainConfig:
         return "bf16" if bf16_native() else "fp32"
 
     def content_hash(self, data_hash: str) -> str:
+        precision = self.resolved_precision()  # "auto" trains another adapter on other hardware
         blob = json.dumps(
             {
-                # the precision as resolved: "auto" trains another adapter on other hardware
                 "config": {k: v for k, v in asdict(self).items() if k != "save_every"}
-                | {"precision": self.resolved_precision(), "lora_compute": LORA_COMPUTE[self.resolved_precision()]},
+                | {"precision": precision, "lora_compute": LORA_COMPUTE[precision]},
                 "data": data_hash,
                 "prompt_format": PROMPT_FORMAT,
             },
@@ -158,7 +158,8 @@ def _fit(
     import torch
 
     torch.manual_seed(cfg.seed)  # LoRA's initial weights (and dropout, if set)
-    model, tokenizer = load_model(base, cfg.resolved_precision())
+    precision = cfg.resolved_precision()
+    model, tokenizer = load_model(base, precision)
     peft_model = _with_lora(model, cfg)
     rows = [tokenize_example(tokenizer, e, cfg.max_length) for e in examples]
     usable = [r for r in rows if r is not None]
@@ -196,8 +197,8 @@ def _fit(
         "final_loss": state.losses[-1]["loss"],
         "seconds": round(state.seconds, 1),
         "device": device(),
-        "precision": cfg.resolved_precision(),
-        "lora_compute": LORA_COMPUTE[cfg.resolved_precision()],
+        "precision": precision,
+        "lora_compute": LORA_COMPUTE[precision],
         "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
