@@ -233,6 +233,20 @@ def test_precision_is_checked_and_resolved_into_the_hash():
     assert by_precision["auto"] == by_precision[TrainConfig().resolved_precision()]  # the same adapter
 
 
+def test_bf16_counts_as_native_only_with_the_cpu_instructions_for_it():
+    """On a CPU, bfloat16 is native only with AVX512-BF16 or AMX (the kernel's flags say which); AVX512 alone
+    emulates it, slower than float32."""
+    import torch
+
+    from ensemble_instruct.measure.base import bf16_native
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if torch.cuda.is_available() or not cpuinfo.exists():
+        pytest.skip("needs a CPU-only Linux machine")
+    flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split())
+    assert bf16_native() == bool({"avx512_bf16", "amx_tile"} & flags)
+
+
 def test_a_bf16_base_gives_the_fp32_loss_and_gradient_to_within_rounding(smollm2_path):
     """The frozen base in bfloat16, the adapter's weights in float32 and its products in bfloat16: the same
     batch's loss and the adapter's gradient match those of a float32 base up to rounding."""
