@@ -234,7 +234,8 @@ def test_adapter_answers_cached_before_the_gguf_check_are_answered_again(adapter
 
     settings = json.dumps([PROMPT_FORMAT, 4, list(evaluation.STOP_STRINGS), "llamacpp"])
     key = hashlib.sha256(settings.encode()).hexdigest()[:8]
-    for subject in open_target(str(adapter)).subjects:
+    subjects = open_target(str(adapter)).subjects
+    for subject in subjects:
         earlier = tmp_path / f"{subject.identity.replace('+', '-')}-{file_hash(SHIPPED)}-{key}.jsonl"
         earlier.write_text("".join(json.dumps({"index": i, "prediction": "stale"}) + "\n" for i in range(48)))
     result = evaluation.evaluate(str(adapter), [SHIPPED], limit=2, max_new_tokens=4, cache=tmp_path, engine="llamacpp")
@@ -242,4 +243,4 @@ def test_adapter_answers_cached_before_the_gguf_check_are_answered_again(adapter
     assert result["seconds"][base_label] == 0.0  # the base's answers came from the earlier file
     assert result["seconds"][tuned_label] > 0  # the adapter's were made again, into a file of their own
     (made,) = [f for f in tmp_path.glob("*.jsonl") if "stale" not in f.read_text()]
-    assert made.name.startswith(open_target(str(adapter)).subjects[1].identity.replace("+", "-"))
+    assert made.name.startswith(subjects[1].identity.replace("+", "-"))
